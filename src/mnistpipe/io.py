@@ -1,0 +1,127 @@
+"""Atomic file output, tensor files and checkpoints.
+
+Every writer goes through `atomic_path`: the file is written under a temporary name in the same directory
+and renamed into place only when complete, so a crash never leaves a file that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import PipelineError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise PipelineError(
+            f"cannot write {path}: {exc.strerror or exc}; make its directory writable or choose another location"
+        ) from exc
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh temporary directory next to `path`; swap it in for `path` only if the block succeeds."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as exc:
+        raise PipelineError(
+            f"cannot write {path}: {exc.strerror or exc}; make its directory writable or choose another location"
+        ) from exc
+    try:
+        yield tmp
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write `obj` as indented JSON, atomically."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike, *, producer: str) -> Any:
+    """Read a JSON file written by stage `producer`; a missing or unreadable file is a user error."""
+    path = require(path, producer=producer)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise PipelineError(f"{path} is not valid JSON ({exc}); rerun `dvc repro {producer}`") from exc
+
+
+def require(path: str | os.PathLike, *, producer: str) -> Path:
+    """Return `path` if it exists, else raise an error naming the stage that makes it."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"missing input {path}: run `dvc repro {producer}` first")
+    return path
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, Any]) -> None:
+    """Save a dict of tensors (and plain values) atomically with torch.save."""
+    with atomic_path(path) as tmp:
+        torch.save(tensors, tmp)
+
+
+def load_tensors(path: str | os.PathLike, *, producer: str) -> dict[str, Any]:
+    """Load a file written by `save_tensors`; never unpickles arbitrary objects (weights_only=True)."""
+    path = require(path, producer=producer)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise PipelineError(
+            f"{path} is corrupt or not a tensor file ({type(exc).__name__}); delete it and rerun `dvc repro {producer}`"
+        ) from exc
+
+
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, *, kind: str, config: dict,
+                    meta: dict | None = None) -> None:
+    """Save the model's config and state_dict (tensors on CPU) atomically."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    save_tensors(path, {"kind": kind, "config": dict(config), "state_dict": state, "meta": dict(meta or {})})
+
+
+def load_checkpoint(path: str | os.PathLike, *, kind: str, producer: str) -> dict[str, Any]:
+    """Load a checkpoint of the given `kind` ("cnn" or "dae") and check its structure."""
+    ckpt = load_tensors(path, producer=producer)
+    if not isinstance(ckpt, dict) or not {"kind", "config", "state_dict"} <= set(ckpt):
+        raise PipelineError(f"{path} is not a checkpoint of this project; rerun `dvc repro {producer}`")
+    if ckpt["kind"] != kind:
+        raise PipelineError(
+            f"{path} holds a {ckpt['kind']!r} model but a {kind!r} model is expected; rerun `dvc repro {producer}`"
+        )
+    return ckpt

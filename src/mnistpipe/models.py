@@ -1,0 +1,135 @@
+"""The classifier CNN and the denoising autoencoder; each is built from a plain config dict saved in checkpoints."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .errors import PipelineError
+
+SIDE = 28
+
+
+def conv_out(size: int, kernel_size: int, stride: int) -> int:
+    """Spatial size after a Conv2d with padding kernel_size // 2."""
+    return (size + 2 * (kernel_size // 2) - kernel_size) // stride + 1
+
+
+def cnn_feature_side(*, kernel_size: int, stride: int, n_blocks: int, convs_per_block: int = 1) -> int:
+    """Side of the last feature map; <= 0 means the kernel/stride combination leaves no spatial output."""
+    side = SIDE
+    for _ in range(n_blocks):
+        for j in range(convs_per_block):
+            side = conv_out(side, kernel_size, stride if j == 0 else 1)
+            if side <= 0:
+                return 0
+        side //= 2
+    return side
+
+
+class CNN(nn.Module):
+    """Conv blocks (Conv2d [+BatchNorm] + ReLU, then MaxPool), Dropout, and a small fully connected head."""
+
+    def __init__(self, *, kernel_size: int = 3, stride: int = 1, dropout: float = 0.25,
+                 channels: tuple[int, ...] = (32, 64), convs_per_block: int = 1, hidden: int = 128,
+                 batchnorm: bool = True) -> None:
+        super().__init__()
+        side = cnn_feature_side(kernel_size=kernel_size, stride=stride, n_blocks=len(channels),
+                                convs_per_block=convs_per_block)
+        if side <= 0:
+            raise PipelineError(
+                f"kernel_size={kernel_size} with stride={stride} leaves no spatial output after {len(channels)} "
+                "conv blocks on 28x28 images; use a smaller stride or kernel size"
+            )
+        self.config = dict(kernel_size=kernel_size, stride=stride, dropout=dropout, channels=list(channels),
+                           convs_per_block=convs_per_block, hidden=hidden, batchnorm=batchnorm)
+        blocks, c_in = [], 1
+        for c_out in channels:
+            layers: list[nn.Module] = []
+            for j in range(convs_per_block):
+                layers.append(nn.Conv2d(c_in, c_out, kernel_size, stride=stride if j == 0 else 1,
+                                        padding=kernel_size // 2, bias=not batchnorm))
+                if batchnorm:
+                    layers.append(nn.BatchNorm2d(c_out))
+                layers.append(nn.ReLU(inplace=True))
+                c_in = c_out
+            layers.append(nn.MaxPool2d(2))
+            blocks.append(nn.Sequential(*layers))
+        self.blocks = nn.ModuleList(blocks)
+        flat = c_in * side * side
+        head: list[nn.Module] = [nn.Dropout(dropout), nn.Flatten()]
+        if hidden:
+            head += [nn.Linear(flat, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, 10)]
+        else:
+            head += [nn.Linear(flat, 10)]
+        self.head = nn.Sequential(*head)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of every conv block (after pooling), for feature-map figures."""
+        maps = []
+        for block in self.blocks:
+            x = block(x)
+            maps.append(x)
+        return maps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+def _conv(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(inplace=True),
+                         nn.Conv2d(c_out, c_out, 3, padding=1), nn.ReLU(inplace=True))
+
+
+class DAE(nn.Module):
+    """Convolutional denoising autoencoder: 28 -> 14 -> 7 and back, with U-Net skips when `skips` is set.
+
+    The decoder predicts the clean image through a sigmoid so outputs stay in [0, 1].
+    """
+
+    def __init__(self, *, width: int = 32, skips: bool = True) -> None:
+        super().__init__()
+        self.config = dict(width=width, skips=skips)
+        w = width
+        self.enc1, self.enc2, self.mid = _conv(1, w), _conv(w, 2 * w), _conv(2 * w, 2 * w)
+        self.pool = nn.MaxPool2d(2)
+        self.up2 = nn.ConvTranspose2d(2 * w, 2 * w, 2, stride=2)
+        self.dec2 = _conv(4 * w if skips else 2 * w, 2 * w)
+        self.up1 = nn.ConvTranspose2d(2 * w, w, 2, stride=2)
+        self.dec1 = _conv(2 * w if skips else w, w)
+        self.out = nn.Conv2d(w, 1, 1)
+        self.skips = skips
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.enc1(x)
+        e2 = self.enc2(self.pool(e1))
+        m = self.mid(self.pool(e2))
+        d2 = self.up2(m)
+        d2 = self.dec2(torch.cat([d2, e2], 1) if self.skips else d2)
+        d1 = self.up1(d2)
+        d1 = self.dec1(torch.cat([d1, e1], 1) if self.skips else d1)
+        return torch.sigmoid(self.out(d1))
+
+
+KINDS = {"cnn": CNN, "dae": DAE}
+
+
+def build(kind: str, config: dict) -> nn.Module:
+    """Rebuild a model of `kind` from the config saved in its checkpoint."""
+    try:
+        return KINDS[kind](**config)
+    except TypeError as exc:
+        raise PipelineError(f"checkpoint config {config} does not fit a {kind!r} model ({exc})") from exc
+
+
+def from_checkpoint(ckpt: dict, *, path: str = "checkpoint") -> nn.Module:
+    """Build the model of a loaded checkpoint and load its weights; a mismatch is a user error."""
+    model = build(ckpt["kind"], ckpt["config"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise PipelineError(f"{path}: weights do not match its config ({first}); rerun the stage that made it") from exc
+    return model.eval()

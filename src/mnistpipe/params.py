@@ -1,0 +1,218 @@
+"""The schema of params.yaml: every key, its type and its allowed range, checked with pydantic.
+
+`validate` turns the first problem into one line that names the key and what is allowed, so a typo such as
+`droput: 0` fails loudly instead of silently training with the default.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import PipelineError
+from .models import cnn_feature_side
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Download(_Strict):
+    val_size: int = Field(gt=0)
+    train_limit: int = Field(ge=0, description="0 = all 60,000 training images")
+    test_limit: int = Field(ge=0, description="0 = all 10,000 test images")
+    timeout: float = Field(gt=0)
+
+
+class AddAwgn(_Strict):
+    std: float = Field(ge=0, le=10)
+
+
+class Recipe(_Strict):
+    """CNN architecture and training-recipe settings beyond the report's six hyperparameters."""
+
+    channels: list[int] = Field(min_length=1, max_length=4)
+    convs_per_block: int = Field(ge=1, le=3)
+    hidden: int = Field(ge=0)
+    batchnorm: bool
+    weight_decay: float = Field(ge=0)
+    label_smoothing: float = Field(ge=0, lt=1)
+    max_shift: int = Field(ge=0, le=8)
+
+    @model_validator(mode="after")
+    def _positive_channels(self) -> Recipe:
+        if any(c < 1 for c in self.channels):
+            raise ValueError(f"channels must be positive integers, got {self.channels}")
+        return self
+
+
+class TrainBaseline(Recipe):
+    device: Device
+
+
+class Choices(_Strict):
+    choices: list[Union[int, float]] = Field(min_length=1)
+
+
+class IntRange(_Strict):
+    low: int
+    high: int
+    log: bool = False
+
+
+class FloatRange(_Strict):
+    low: float
+    high: float
+    log: bool = False
+
+
+class Space(_Strict):
+    """Search space of the report's six hyperparameters: `{choices: [...]}` or `{low, high, log}`."""
+
+    kernel_size: Union[Choices, IntRange]
+    stride: Union[Choices, IntRange]
+    dropout: Union[Choices, FloatRange]
+    lr: Union[Choices, FloatRange]
+    epochs: Union[Choices, IntRange]
+    batch_size: Union[Choices, IntRange]
+
+    @model_validator(mode="after")
+    def _ranges(self) -> Space:
+        for name in type(self).model_fields:
+            dim = getattr(self, name)
+            if isinstance(dim, (IntRange, FloatRange)) and not dim.low <= dim.high:
+                raise ValueError(f"{name}: low ({dim.low}) must not exceed high ({dim.high})")
+            if isinstance(dim, (IntRange, FloatRange)) and dim.log and dim.low <= 0:
+                raise ValueError(f"{name}: a log range needs low > 0")
+        return self
+
+
+class TuneCnn(_Strict):
+    n_trials: int = Field(ge=1)
+    trial_train_size: int = Field(ge=0, description="0 = the whole training split")
+    storage: str
+    study_name: str = Field(min_length=1)
+    pruner_warmup_epochs: int = Field(ge=0)
+    space: Space
+    recipe: Recipe
+    device: Device
+
+
+class Retrain(_Strict):
+    device: Device
+
+
+class TrainDae(_Strict):
+    width: int = Field(ge=1)
+    skips: bool
+    epochs: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    batch_size: int = Field(ge=1)
+    weight_decay: float = Field(ge=0)
+    train_size: int = Field(ge=0, description="0 = the whole training split")
+    device: Device
+
+
+class Denoise(_Strict):
+    batch_size: int = Field(ge=1)
+    device: Device
+
+
+class Evaluate(_Strict):
+    n_misclassified: int = Field(ge=0)
+    device: Device
+
+
+class Visualize(_Strict):
+    tsne_size: int = Field(ge=10)
+    perplexity: float = Field(gt=0)
+    sample_index: int = Field(ge=0)
+
+
+class Params(_Strict):
+    seed: int = Field(ge=0)
+    kernel_size: int = Field(ge=1, le=28)
+    stride: int = Field(ge=1, le=28)
+    dropout: float = Field(ge=0, lt=1)
+    lr: float = Field(gt=0)
+    epochs: int = Field(ge=1, le=1000)
+    batch_size: int = Field(ge=1)
+    download: Download
+    add_awgn: AddAwgn
+    train_baseline: TrainBaseline
+    tune_cnn: TuneCnn
+    train_on_noisy: Retrain
+    train_dae: TrainDae
+    denoise: Denoise
+    train_on_denoised: Retrain
+    evaluate: Evaluate
+    visualize: Visualize
+
+    @model_validator(mode="after")
+    def _spatial(self) -> Params:
+        rec = self.train_baseline
+        if cnn_feature_side(kernel_size=self.kernel_size, stride=self.stride, n_blocks=len(rec.channels),
+                            convs_per_block=rec.convs_per_block) <= 0:
+            raise ValueError(
+                f"kernel_size={self.kernel_size} with stride={self.stride} leaves no spatial output after "
+                f"{len(rec.channels)} conv blocks on 28x28 images; use a smaller kernel_size or stride"
+            )
+        return self
+
+
+CNN_KEYS = ("kernel_size", "stride", "dropout", "lr", "epochs", "batch_size")
+SECTIONS = tuple(k for k in Params.model_fields if k not in CNN_KEYS and k != "seed")
+
+
+def _allowed(model: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+def _describe(err: dict) -> str:
+    loc = tuple(p for p in err["loc"] if isinstance(p, str) and p not in ("Choices", "IntRange", "FloatRange"))
+    key = ".".join(loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed(Params, loc)
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"unknown key '{key}'{hint}" + (f"; allowed keys here: {', '.join(allowed)}" if allowed else "")
+    if err["type"] == "missing":
+        return f"missing key '{key}'; add it (see the README's params table for its meaning and default)"
+    ctx = err.get("ctx") or {}
+    bounds = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in ctx.items() if k in ("ge", "gt", "le", "lt"))
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"'{key}' {msg}" + (f" ({bounds})" if bounds and bounds not in msg else "") + f", got {err['input']!r}"
+
+
+def validate(raw: Any, *, source: str = "params.yaml") -> Params:
+    """Check a loaded params mapping; raise a one-line `PipelineError` naming the first bad key."""
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{source} must be a mapping of keys to values, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        # An unknown key explains a "missing" one (a typo), so report it first.
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        # A union reports one error per alternative; the first one is the most readable.
+        raise PipelineError(f"{source}: {_describe(errors[0])}"
+                            + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")) from None
+
+
+def section(params: Params, name: str) -> dict[str, Any]:
+    """Plain dict of one section, plus the base `seed`."""
+    return {"seed": params.seed, **getattr(params, name).model_dump()}
+
+
+def cnn_hyperparameters(params: Params) -> dict[str, Any]:
+    """The report's six top-level CNN hyperparameters."""
+    return {k: getattr(params, k) for k in CNN_KEYS}

@@ -1,0 +1,173 @@
+"""One training loop for both models: in-memory tensors, batches by index, one-cycle schedule, seeded.
+
+`train_cnn` and `train_dae` take every hyperparameter as a keyword argument, so a stage calls them with
+`**params` and the tuner calls the very same functions with a trial's values.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .errors import PipelineError
+from .models import CNN, DAE
+from .noise import mean_psnr
+
+EpochCallback = Callable[[int, dict], None]
+
+
+@dataclass
+class FitResult:
+    """Per-epoch history (train_loss, val_loss, val metric, seconds) and the final metrics."""
+
+    history: list[dict] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' means CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise PipelineError("device=cuda but no CUDA GPU is visible; use device: auto or cpu")
+    return torch.device(device)
+
+
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to `max_shift` pixels in x and y (zero fill), vectorised per shift value."""
+    if max_shift <= 0:
+        return x
+    n, s = len(x), max_shift
+    shifts = torch.randint(0, 2 * s + 1, (2, n), generator=generator)
+    padded = F.pad(x, (s, s, s, s))
+    out = torch.empty_like(x)
+    h, w = x.shape[-2:]
+    code = (shifts[0] * (2 * s + 1) + shifts[1]).to(x.device)
+    for k in torch.unique(code).tolist():
+        idx = (code == k).nonzero(as_tuple=True)[0]
+        dy, dx = divmod(k, 2 * s + 1)
+        out[idx] = padded[idx, :, dy:dy + h, dx:dx + w]
+    return out
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 2048, device: str | torch.device = "cpu"):
+    """Model outputs for `x` in eval mode, in batches, returned on the CPU as float32."""
+    device = torch.device(device)
+    model.eval().to(device)
+    outs = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            outs.append(model(xb).float().cpu())
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn, validate, epochs: int, lr: float,
+         batch_size: int, seed: int, weight_decay: float, max_shift: int, device: torch.device,
+         on_epoch: EpochCallback | None, progress: bool, desc: str) -> FitResult:
+    if batch_size > len(x):
+        raise PipelineError(f"batch_size={batch_size} is larger than the {len(x)} training images; lower batch_size")
+    gen = torch.Generator().manual_seed(seed)
+    model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    x, y = x.to(device), y.to(device)
+    steps = len(x) // batch_size  # drop the ragged last batch: every step has the same size
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps, pct_start=0.25)
+    result, t_train = FitResult(), 0.0
+    bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        t0 = time.perf_counter()
+        order = torch.randperm(len(x), generator=gen).to(device)
+        total = torch.zeros((), device=device)
+        for step in range(steps):
+            idx = order[step * batch_size:(step + 1) * batch_size]
+            xb = random_shift(x[idx], max_shift, gen) if max_shift else x[idx]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss = loss_fn(model(xb), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.detach()
+        train_loss = float(total) / max(steps, 1)
+        if not math.isfinite(train_loss):
+            raise PipelineError(
+                f"{desc}: training diverged (loss is {train_loss} in epoch {epoch}) with lr={lr}; lower lr"
+            )
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t_train += time.perf_counter() - t0
+        record = {"epoch": epoch, "train_loss": train_loss, **validate(model), "train_seconds": t_train}
+        result.history.append(record)
+        bar.set_postfix({k: round(v, 4) for k, v in record.items() if k.startswith("val")})
+        if on_epoch is not None:
+            on_epoch(epoch, record)
+    result.metrics = {**result.history[-1], "epochs": epochs}
+    model.to("cpu")
+    return result
+
+
+def train_cnn(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, *,
+              kernel_size: int, stride: int, dropout: float, lr: float, epochs: int, batch_size: int,
+              seed: int, channels=(32, 64), convs_per_block: int = 1, hidden: int = 128,
+              batchnorm: bool = True, weight_decay: float = 5e-4, label_smoothing: float = 0.0,
+              max_shift: int = 0, device: str = "auto", on_epoch: EpochCallback | None = None,
+              progress: bool = False) -> tuple[CNN, FitResult]:
+    """Build a CNN from the hyperparameters and train it on float images (N, 1, 28, 28) in [0, 1].
+
+    Validation loss and accuracy are computed after every epoch; returns the trained model (on CPU) and
+    its `FitResult` whose metrics hold val_acc, val_loss, train_loss and train_seconds.
+    """
+    dev = resolve_device(device)
+    # nn.init and Dropout draw from the global generator; seeding it here makes the run reproducible.
+    torch.manual_seed(seed)
+    model = CNN(kernel_size=kernel_size, stride=stride, dropout=dropout, channels=tuple(channels),
+                convs_per_block=convs_per_block, hidden=hidden, batchnorm=batchnorm)
+
+    def validate(m: nn.Module) -> dict:
+        logits = predict(m, x_val, device=dev)
+        return {"val_loss": float(F.cross_entropy(logits, y_val)),
+                "val_acc": float((logits.argmax(1) == y_val).float().mean())}
+
+    def loss_fn(out, target):
+        return F.cross_entropy(out, target, label_smoothing=label_smoothing)
+
+    result = _fit(model, x_train, y_train, loss_fn=loss_fn, validate=validate, epochs=epochs, lr=lr,
+                  batch_size=batch_size, seed=seed, weight_decay=weight_decay, max_shift=max_shift,
+                  device=dev, on_epoch=on_epoch, progress=progress, desc="cnn")
+    return model, result
+
+
+def train_dae(noisy_train: torch.Tensor, clean_train: torch.Tensor, noisy_val: torch.Tensor,
+              clean_val: torch.Tensor, *, width: int, skips: bool, lr: float, epochs: int, batch_size: int,
+              seed: int, weight_decay: float = 0.0, device: str = "auto",
+              on_epoch: EpochCallback | None = None, progress: bool = False) -> tuple[DAE, FitResult]:
+    """Train a denoising autoencoder (noisy -> clean, MSE loss); val PSNR (dB) is logged per epoch."""
+    if noisy_train.shape != clean_train.shape or noisy_val.shape != clean_val.shape:
+        raise PipelineError(
+            f"noisy and clean images differ in shape ({tuple(noisy_train.shape)} vs {tuple(clean_train.shape)}); "
+            "rerun `dvc repro add_awgn`"
+        )
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    model = DAE(width=width, skips=skips)
+
+    def validate(m: nn.Module) -> dict:
+        out = predict(m, noisy_val, device=dev)
+        return {"val_loss": float(F.mse_loss(out, clean_val)), "val_psnr": mean_psnr(out, clean_val)}
+
+    result = _fit(model, noisy_train, clean_train, loss_fn=F.mse_loss, validate=validate, epochs=epochs, lr=lr,
+                  batch_size=batch_size, seed=seed, weight_decay=weight_decay, max_shift=0, device=dev,
+                  on_epoch=on_epoch, progress=progress, desc="dae")
+    return model, result

@@ -1,0 +1,32 @@
+"""Add white Gaussian noise to every image (train, val, test); report the noisy test set's PSNR."""
+
+import torch
+
+from common import METRICS, NOISY_TEST, NOISY_TRAIN, TEST, TRAIN, load_params
+from mnistpipe import data, io, noise
+from mnistpipe.errors import run_stage
+from mnistpipe.params import section
+
+
+def main() -> None:
+    p = section(load_params(), "add_awgn")
+    train = io.load_tensors(TRAIN, producer="download")
+    test = io.load_tensors(TEST, producer="download")
+    gen = torch.Generator().manual_seed(p["seed"])
+    noisy, clean = {}, {}
+    for name, x in (("x_train", train["x_train"]), ("x_val", train["x_val"]), ("x_test", test["x_test"])):
+        clean[name] = data.to_float(x)
+        # Stored as 8-bit images, like a real noisy dataset; PSNR below is measured on what is stored.
+        noisy[name] = data.to_uint8(noise.add_awgn(clean[name], std=p["std"], generator=gen))
+    io.save_tensors(NOISY_TRAIN, {"x_train": noisy["x_train"], "x_val": noisy["x_val"]})
+    io.save_tensors(NOISY_TEST, {"x_test": noisy["x_test"]})
+    noisy_test = data.to_float(noisy["x_test"])
+    io.write_json(METRICS / "add_awgn.json", {
+        "std": p["std"],
+        "test_psnr_db": noise.mean_psnr(noisy_test, clean["x_test"]),
+        "test_ssim": noise.mean_ssim(noisy_test, clean["x_test"]),
+    })
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,26 @@
+"""Fetch, verify and prepare MNIST: one train/val file and one test file of uint8 images and int64 labels."""
+
+from common import METRICS, RAW, TEST, TRAIN, load_params
+from mnistpipe import data, io
+from mnistpipe.errors import run_stage
+from mnistpipe.params import section
+
+
+def main() -> None:
+    p = section(load_params(), "download")
+    raw = data.download(data.mirror_list(), RAW, timeout=p["timeout"])
+    x, y = data.load_pair(raw["train_images"], raw["train_labels"], name="train")
+    x_test, y_test = data.load_pair(raw["test_images"], raw["test_labels"], name="test")
+    parts = data.split(x, y, val_size=p["val_size"], seed=p["seed"], limit=p["train_limit"])
+    if p["test_limit"]:
+        x_test, y_test = x_test[: p["test_limit"]], y_test[: p["test_limit"]]
+    io.save_tensors(TRAIN, parts)
+    io.save_tensors(TEST, {"x_test": x_test, "y_test": y_test})
+    io.write_json(METRICS / "download.json", {
+        "n_train": len(parts["y_train"]), "n_val": len(parts["y_val"]), "n_test": len(y_test),
+        "train_label_counts": parts["y_train"].bincount(minlength=10).tolist(),
+    })
+
+
+if __name__ == "__main__":
+    run_stage(main)
