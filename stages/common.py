@@ -21,7 +21,11 @@ DENOISED_TEST = Path("data/denoised/test.pt")
 MODELS = Path("models")
 METRICS = Path("metrics")
 PLOTS = Path("plots")
-BEST_CONFIG = MODELS / "tuned_config.json"
+BEST_CONFIG = MODELS / "tuned_config.json"   # tune_cnn's best hyperparameters + recipe, read by the retrains
+CHECKPOINTS = {name: MODELS / f"{name}.pt" for name in ("baseline", "tuned", "noisy", "dae", "denoised")}
+# The stage that writes each checkpoint, for "run `dvc repro <stage>`" messages.
+PRODUCERS = {"baseline": "train_baseline", "tuned": "tune_cnn", "noisy": "train_on_noisy", "dae": "train_dae",
+             "denoised": "train_on_denoised"}
 
 
 def load_params() -> Params:

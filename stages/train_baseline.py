@@ -1,6 +1,6 @@
 """Train the baseline CNN on clean MNIST with the report's six top-level hyperparameters."""
 
-from common import METRICS, MODELS, TRAIN, load_params, load_split
+from common import CHECKPOINTS, METRICS, TRAIN, load_params, load_split
 from mnistpipe import io, tracking, train
 from mnistpipe.errors import run_stage
 from mnistpipe.params import cnn_hyperparameters, section
@@ -15,7 +15,7 @@ def main() -> None:
         model, result = train.train_cnn(d["x_train"], d["y_train"], d["x_val"], d["y_val"], **hp,
                                         on_epoch=on_epoch, progress=True)
         summary.update(result.metrics)
-        io.save_checkpoint(MODELS / "baseline.pt", model, kind="cnn", config=model.config,
+        io.save_checkpoint(CHECKPOINTS["baseline"], model, kind="cnn", config=model.config,
                            meta={"train_set": "clean", **result.metrics})
 
 
