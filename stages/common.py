@@ -41,11 +41,42 @@ def load_params() -> Params:
 
 
 def load_split(path: Path, *, producer: str) -> dict:
-    """Train/val images as float (N, 1, 28, 28) in [0, 1] plus labels, from a prepared or noisy file."""
+    """A tensor file with its uint8 images (keys x_*) as float (N, 1, 28, 28) in [0, 1]; labels pass through."""
     t = io.load_tensors(path, producer=producer)
     return {k: data.to_float(v) if k.startswith("x_") else v for k, v in t.items()}
 
 
-def load_images(path: Path, *, producer: str) -> dict:
-    """Like `load_split`, for any tensor file: uint8 images become float, everything else passes through."""
-    return load_split(path, producer=producer)
+def read_best_config() -> dict:
+    """tune_cnn's best hyperparameters and recipe, checked so a stale or edited file fails clearly."""
+    from mnistpipe.params import CNN_KEYS, Recipe
+
+    best = io.read_json(BEST_CONFIG, producer="tune_cnn")
+    hp = best.get("hyperparameters") if isinstance(best, dict) else None
+    expected = set(CNN_KEYS) | set(Recipe.model_fields)
+    if not isinstance(hp, dict) or set(hp) != expected:
+        raise PipelineError(f"{BEST_CONFIG} does not hold the expected hyperparameters; rerun `dvc repro tune_cnn`")
+    return hp
+
+
+def train_tuned_on(stage: str, images: Path, images_producer: str, checkpoint: str) -> None:
+    """Train the tuned CNN configuration on other images (noisy or denoised) with the clean labels."""
+    from mnistpipe import tracking, train
+    from mnistpipe.params import section
+
+    p = section(load_params(), stage)
+    hp = read_best_config()
+    labels = io.load_tensors(TRAIN, producer="download")
+    x = load_split(images, producer=images_producer)
+    for part in ("train", "val"):
+        if len(x[f"x_{part}"]) != len(labels[f"y_{part}"]):
+            raise PipelineError(
+                f"{images} has {len(x[f'x_{part}'])} {part} images but {TRAIN} has {len(labels[f'y_{part}'])} "
+                f"labels; rerun `dvc repro {images_producer}`"
+            )
+    summary: dict = {}
+    with tracking.live_log(METRICS / stage, summary=summary) as on_epoch:
+        model, result = train.train_cnn(x["x_train"], labels["y_train"], x["x_val"], labels["y_val"], **hp,
+                                        seed=p["seed"], device=p["device"], on_epoch=on_epoch, progress=True)
+        summary.update(result.metrics)
+        io.save_checkpoint(CHECKPOINTS[checkpoint], model, kind="cnn", config=model.config,
+                           meta={"train_set": checkpoint, **result.metrics})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
@@ -79,7 +80,7 @@ def download(mirrors: list[str], dest: str | os.PathLike, *, timeout: float = 30
             try:
                 raw = fetch(mirror, name + ".gz", timeout=timeout)
                 out[key] = decompress_and_verify(raw, name=name, md5=md5 if checksums else None)
-            except (OSError, urllib.error.URLError, ValueError) as exc:
+            except (OSError, urllib.error.URLError, ValueError, http.client.HTTPException) as exc:
                 failures.append(f"{mirror} ({getattr(exc, 'reason', None) or exc})")
                 continue
             except PipelineError as exc:

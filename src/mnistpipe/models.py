@@ -86,7 +86,7 @@ def _conv(c_in: int, c_out: int) -> nn.Sequential:
 class DAE(nn.Module):
     """Convolutional denoising autoencoder: 28 -> 14 -> 7 and back, with U-Net skips when `skips` is set.
 
-    The decoder predicts the clean image through a sigmoid so outputs stay in [0, 1].
+    The decoder estimates the noise; the output is the input minus that estimate, clipped to [0, 1].
     """
 
     def __init__(self, *, width: int = 32, skips: bool = True) -> None:
@@ -110,7 +110,9 @@ class DAE(nn.Module):
         d2 = self.dec2(torch.cat([d2, e2], 1) if self.skips else d2)
         d1 = self.up1(d2)
         d1 = self.dec1(torch.cat([d1, e1], 1) if self.skips else d1)
-        return torch.sigmoid(self.out(d1))
+        # Residual learning (as in DnCNN): the net estimates the noise, which trains far faster than
+        # predicting the clean image from scratch and cannot collapse to an all-black output.
+        return (x - self.out(d1)).clamp(0.0, 1.0)
 
 
 KINDS = {"cnn": CNN, "dae": DAE}
@@ -118,6 +120,8 @@ KINDS = {"cnn": CNN, "dae": DAE}
 
 def build(kind: str, config: dict) -> nn.Module:
     """Rebuild a model of `kind` from the config saved in its checkpoint."""
+    if kind not in KINDS:
+        raise PipelineError(f"unknown model kind {kind!r} (expected one of {', '.join(KINDS)}); rerun the stage")
     try:
         return KINDS[kind](**config)
     except TypeError as exc:

@@ -21,6 +21,7 @@ from .models import CNN, DAE
 from .noise import mean_psnr
 
 EpochCallback = Callable[[int, dict], None]
+DIVERGED_LOSS = 1e4  # cross-entropy starts near 2.3 and MSE of [0, 1] images is at most 1
 
 
 @dataclass
@@ -82,7 +83,10 @@ def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn, validat
     x, y = x.to(device), y.to(device)
     steps = len(x) // batch_size  # drop the ragged last batch: every step has the same size
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps, pct_start=0.25)
+    total_steps = epochs * steps
+    # OneCycleLR divides by zero when the warm-up ends on step 1 (exactly 4 steps at 25 %): nudge it off.
+    pct = 0.25 if 0.25 * total_steps != 1 else 0.3
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=pct)
     result, t_train = FitResult(), 0.0
     bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
@@ -101,7 +105,8 @@ def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn, validat
             sched.step()
             total += loss.detach()
         train_loss = float(total) / max(steps, 1)
-        if not math.isfinite(train_loss):
+        # A finite but astronomically large loss (lr=1000 with BatchNorm) is divergence too.
+        if not math.isfinite(train_loss) or train_loss > DIVERGED_LOSS:
             raise PipelineError(
                 f"{desc}: training diverged (loss is {train_loss} in epoch {epoch}) with lr={lr}; lower lr"
             )

@@ -1,0 +1,194 @@
+"""Side-by-side benchmark: a pytorch/examples-style reference trainer vs this project's trainer.
+
+    python -m mnistpipe.bench --mnist DIR [--device auto] [--ref-epochs 3] [--epochs 4] [--json out.json]
+
+Imports neither dvc, dvclive nor optuna, so it runs on a bare GPU machine with torch, torchvision, numpy and
+scikit-learn. Training time excludes evaluation; "time to X%" is the training time at the end of the first
+epoch whose test accuracy reaches X (epoch granularity, for both trainers alike).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import data, noise, train
+
+TARGETS = (0.990, 0.992, 0.994)
+
+
+class ReferenceNet(nn.Module):
+    """The network of pytorch/examples mnist/main.py."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 32, 3, 1), nn.Conv2d(32, 64, 3, 1)
+        self.dropout1, self.dropout2 = nn.Dropout(0.25), nn.Dropout(0.5)
+        self.fc1, self.fc2 = nn.Linear(9216, 128), nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv2(F.relu(self.conv1(x))))
+        x = self.dropout1(torch.flatten(F.max_pool2d(x, 2), 1))
+        return F.log_softmax(self.fc2(self.dropout2(F.relu(self.fc1(x)))), dim=1)
+
+
+class _PILDataset(torch.utils.data.Dataset):
+    """Per-sample PIL conversion and ToTensor/Normalize transforms, as torchvision.datasets.MNIST does."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        from torchvision import transforms
+
+        self.x, self.y = x, y
+        self.tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        return self.tf(Image.fromarray(self.x[i].numpy(), mode="L")), int(self.y[i])
+
+
+def _first_time(history: list[dict], target: float) -> float | None:
+    return next((h["train_seconds"] for h in history if h["test_acc"] >= target), None)
+
+
+def run_reference(x, y, x_test, y_test, *, epochs: int, device: torch.device, seed: int = 1) -> dict:
+    """pytorch/examples mnist: DataLoader + per-sample transforms, Adadelta(lr=1), StepLR(0.7), batch 64."""
+    torch.manual_seed(seed)
+    model = ReferenceNet().to(device)
+    loader = torch.utils.data.DataLoader(_PILDataset(x, y), batch_size=64, shuffle=True)
+    test_x = ((data.to_float(x_test) - 0.1307) / 0.3081)
+    opt = torch.optim.Adadelta(model.parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)
+    history, t_train = [], 0.0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        for xb, yb in loader:
+            xb, yb = xb.to(device), yb.to(device)
+            opt.zero_grad()
+            F.nll_loss(model(xb), yb).backward()
+            opt.step()
+        sched.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t_train += time.perf_counter() - t0
+        acc = float((train.predict(model, test_x, device=device).argmax(1) == y_test).float().mean())
+        history.append({"epoch": epoch, "test_acc": acc, "train_seconds": t_train})
+    return {"images_per_s": len(x) * epochs / t_train, "history": history,
+            **{f"time_to_{t:.3f}": _first_time(history, t) for t in TARGETS}}
+
+
+def run_project(x, y, x_test, y_test, *, hp: dict, device: str) -> dict:
+    """This project's `train_cnn` with `hp`, test accuracy recorded after every epoch."""
+    xf, xt = data.to_float(x), data.to_float(x_test)
+    _, result = train.train_cnn(xf, y, xt, y_test, **hp, device=device)
+    history = [{"epoch": h["epoch"], "test_acc": h["val_acc"], "train_seconds": h["train_seconds"]}
+               for h in result.history]
+    return {"images_per_s": len(x) * hp["epochs"] / history[-1]["train_seconds"], "history": history,
+            **{f"time_to_{t:.3f}": _first_time(history, t) for t in TARGETS}}
+
+
+def run_dae(x, *, hp: dict, n: int, device: str, std: float = 0.335) -> dict:
+    """Denoising-autoencoder training throughput over one epoch of `n` images."""
+    clean = data.to_float(x[:n])
+    noisy = noise.add_awgn(clean, std=std, generator=torch.Generator().manual_seed(0))
+    _, result = train.train_dae(noisy, clean, noisy[:1000], clean[:1000], **{**hp, "epochs": 1}, device=device)
+    return {"images_per_s": n / result.metrics["train_seconds"], "val_psnr_after_1_epoch": result.metrics["val_psnr"]}
+
+
+def run_tsne(x_test, *, n: int, seed: int = 0) -> dict:
+    """Seconds for a 2-D t-SNE of `n` test images."""
+    from .plots import tsne_embed
+
+    t0 = time.perf_counter()
+    tsne_embed(data.to_float(x_test[:n]).flatten(1).numpy(), perplexity=30.0, seed=seed)
+    return {"n": n, "seconds": time.perf_counter() - t0}
+
+
+DEFAULT_HP = dict(kernel_size=3, stride=1, dropout=0.1, lr=0.005, epochs=4, batch_size=128, seed=0,
+                  channels=(16, 32), convs_per_block=1, hidden=128, batchnorm=True, weight_decay=5e-4,
+                  label_smoothing=0.1, max_shift=1)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark, print the table and optionally write JSON; returns the results."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mnist", default="../shared/datasets/mnist", help="directory or URL with the MNIST .gz files")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--ref-epochs", type=int, default=3, help="budget of the reference trainer, in epochs")
+    ap.add_argument("--epochs", type=int, default=DEFAULT_HP["epochs"], help="epochs of the project trainer")
+    ap.add_argument("--train-size", type=int, default=60000)
+    ap.add_argument("--dae-size", type=int, default=10000)
+    ap.add_argument("--tsne-size", type=int, default=10000)
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: reference,project,dae,tsne")
+    ap.add_argument("--json", type=Path, help="write the results here")
+    args = ap.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    dev = train.resolve_device(args.device)
+    with __import__("tempfile").TemporaryDirectory() as tmp:
+        raw = data.download([args.mnist], tmp)
+    x, y = data.load_pair(raw["train_images"], raw["train_labels"], name="train")
+    x_test, y_test = data.load_pair(raw["test_images"], raw["test_labels"], name="test")
+    x, y = x[: args.train_size], y[: args.train_size]
+    out = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else platform.processor() or "cpu",
+           "threads": torch.get_num_threads(), "torch": torch.__version__, "train_size": len(x)}
+    if "reference" not in skip:
+        out["reference"] = run_reference(x, y, x_test, y_test, epochs=args.ref_epochs, device=dev)
+    if "project" not in skip:
+        out["project"] = run_project(x, y, x_test, y_test, hp={**DEFAULT_HP, "epochs": args.epochs}, device=args.device)
+    if "dae" not in skip:
+        out["dae"] = run_dae(x, hp=dict(width=8, skips=True, lr=0.003, batch_size=64, seed=0), n=args.dae_size,
+                             device=args.device)
+    if "tsne" not in skip:
+        out["tsne"] = run_tsne(x_test, n=args.tsne_size)
+    print(format_table(out))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def format_table(out: dict) -> str:
+    """A plain-text table of the results with the project/reference ratios."""
+    ref, proj = out.get("reference"), out.get("project")
+    rows = [f"device: {out['device']}  threads: {out['threads']}  torch: {out['torch']}  "
+            f"train images: {out['train_size']}",
+            f"{'measure':<34}{'reference':>14}{'project':>14}{'ratio':>10}"]
+
+    def row(name, r, p, higher_better=True):
+        def fmt(v):
+            return "-" if v is None else f"{v:,.1f}"
+        ratio = "-"
+        if r is not None and p is not None and p > 0 and r > 0:
+            ratio = f"{(p / r if higher_better else r / p):.1f}x"
+        elif r is None and p is not None and ref:
+            # The reference never reached the target: its whole budget is a lower bound.
+            ratio = f">{ref['history'][-1]['train_seconds'] / p:.1f}x"
+        rows.append(f"{name:<34}{fmt(r):>14}{fmt(p):>14}{ratio:>10}")
+
+    if ref or proj:
+        row("training images/s", ref and ref["images_per_s"], proj and proj["images_per_s"])
+        for t in TARGETS:
+            key = f"time_to_{t:.3f}"
+            row(f"seconds to {100 * t:.1f}% test acc", ref and ref[key], proj and proj[key], higher_better=False)
+        row("final test accuracy (%)", ref and 100 * ref["history"][-1]["test_acc"],
+            proj and 100 * proj["history"][-1]["test_acc"])
+    if "dae" in out:
+        rows.append(f"{'autoencoder training images/s':<34}{'':>14}{out['dae']['images_per_s']:>14,.1f}")
+    if "tsne" in out:
+        label = f"t-SNE of {out['tsne']['n']} images (s)"
+        rows.append(f"{label:<34}{'':>14}{out['tsne']['seconds']:>14,.1f}")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""Train the convolutional denoising autoencoder (noisy -> clean); val PSNR is logged per epoch."""
+
+import torch
+
+from common import CHECKPOINTS, METRICS, NOISY_TRAIN, TRAIN, load_params, load_split
+from mnistpipe import io, noise, tracking, train
+from mnistpipe.errors import run_stage
+from mnistpipe.params import section
+
+
+def main() -> None:
+    p = section(load_params(), "train_dae")
+    train_size = p.pop("train_size")
+    clean = load_split(TRAIN, producer="download")
+    noisy = load_split(NOISY_TRAIN, producer="add_awgn")
+    idx = torch.arange(len(clean["x_train"]))
+    if train_size and train_size < len(idx):
+        idx = torch.randperm(len(idx), generator=torch.Generator().manual_seed(p["seed"]))[:train_size]
+    summary: dict = {}
+    with tracking.live_log(METRICS / "train_dae", summary=summary) as on_epoch:
+        model, result = train.train_dae(noisy["x_train"][idx], clean["x_train"][idx], noisy["x_val"], clean["x_val"],
+                                        **p, on_epoch=on_epoch, progress=True)
+        val_out = train.predict(model, noisy["x_val"], device=p["device"])
+        summary.update(result.metrics, val_ssim=noise.mean_ssim(val_out, clean["x_val"]), train_images=len(idx))
+        io.save_checkpoint(CHECKPOINTS["dae"], model, kind="dae", config=model.config, meta=result.metrics)
+
+
+if __name__ == "__main__":
+    run_stage(main)

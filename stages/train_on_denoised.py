@@ -1,0 +1,12 @@
+"""Train the tuned CNN configuration on the autoencoder's denoised training images (clean labels)."""
+
+from common import DENOISED_TRAIN, train_tuned_on
+from mnistpipe.errors import run_stage
+
+
+def main() -> None:
+    train_tuned_on("train_on_denoised", DENOISED_TRAIN, "denoise", "denoised")
+
+
+if __name__ == "__main__":
+    run_stage(main)

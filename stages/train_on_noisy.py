@@ -1,0 +1,12 @@
+"""Train the tuned CNN configuration on the noisy training images (clean labels)."""
+
+from common import NOISY_TRAIN, train_tuned_on
+from mnistpipe.errors import run_stage
+
+
+def main() -> None:
+    train_tuned_on("train_on_noisy", NOISY_TRAIN, "add_awgn", "noisy")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,39 @@
+"""Search the report's six CNN hyperparameters with Optuna, then retrain the best configuration on all data."""
+
+import time
+
+from common import BEST_CONFIG, CHECKPOINTS, METRICS, PLOTS, TRAIN, load_params, load_split
+from mnistpipe import io, tracking, train, tune
+from mnistpipe.errors import run_stage
+from mnistpipe.params import section
+
+
+def main() -> None:
+    p = section(load_params(), "tune_cnn")
+    d = load_split(TRAIN, producer="download")
+    t0 = time.perf_counter()
+    found = tune.tune_cnn(d["x_train"], d["y_train"], d["x_val"], d["y_val"], space=p["space"],
+                          recipe=p["recipe"], n_trials=p["n_trials"], seed=p["seed"],
+                          trial_train_size=p["trial_train_size"], storage=p["storage"],
+                          study_name=p["study_name"], pruner_warmup_epochs=p["pruner_warmup_epochs"],
+                          device=p["device"])
+    search_seconds = time.perf_counter() - t0
+    hp = {**found.best_params, **p["recipe"]}
+    summary: dict = {}
+    with tracking.live_log(METRICS / "tune_cnn", summary=summary) as on_epoch:
+        model, result = train.train_cnn(d["x_train"], d["y_train"], d["x_val"], d["y_val"], **hp, seed=p["seed"],
+                                        device=p["device"], on_epoch=on_epoch, progress=True)
+        summary.update(result.metrics, best_trial_val_acc=found.best_value, search_seconds=search_seconds,
+                       n_trials=len(found.trials))
+        io.save_checkpoint(CHECKPOINTS["tuned"], model, kind="cnn", config=model.config,
+                           meta={"train_set": "clean", **result.metrics})
+    io.write_json(BEST_CONFIG, {"hyperparameters": hp, "best_trial_val_acc": found.best_value})
+    with io.atomic_path(METRICS / "tune_cnn_trials.csv") as tmp:
+        found.trials.to_csv(tmp, index=False)
+    for name, fig in tune.study_figures(found.study).items():
+        with io.atomic_path(PLOTS / "tune_cnn" / f"{name}.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,86 @@
+"""Shared fixtures for the unit tests: where the real MNIST files are, their bytes, and an IDX builder."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnistpipe import data
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# The tensors here are tiny: one intra-op thread avoids oversubscribing a small shared CPU, which made each
+# tiny training run many times slower than with a single thread.
+torch.set_num_threads(1)
+
+
+def _mnist_dir() -> tuple[Path | None, str]:
+    """The local MNIST mirror: $MNIST_MIRROR (a directory) if set, else <repo root>/../shared/datasets/mnist.
+
+    Resolved once at import time so a test that monkeypatches MNIST_MIRROR cannot move it.
+    """
+    env = os.environ.get(data.MIRROR_ENV, "").strip()
+    if env:
+        if "://" in env and not env.startswith("file://"):
+            return None, f"{data.MIRROR_ENV}={env} is a URL; these tests need a local directory of the MNIST .gz files"
+        path = Path(env.removeprefix("file://"))
+        source = f"{data.MIRROR_ENV}={env}"
+    else:
+        path = REPO_ROOT.parent / "shared" / "datasets" / "mnist"
+        source = "<repo root>/../shared/datasets/mnist (set MNIST_MIRROR to override)"
+    missing = [name + ".gz" for name, _ in data.FILES.values() if not (path / (name + ".gz")).is_file()]
+    if missing:
+        return None, f"real MNIST files not found in {source}: missing {', '.join(missing)}"
+    return path, ""
+
+
+MNIST_DIR, MNIST_SKIP_REASON = _mnist_dir()
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """Directory holding the four real MNIST .gz files (skips the test when absent)."""
+    if MNIST_DIR is None:
+        pytest.skip(MNIST_SKIP_REASON)
+    return MNIST_DIR
+
+
+@pytest.fixture(scope="session")
+def real_gz(mnist_dir: Path) -> dict[str, bytes]:
+    """Raw .gz bytes of the small real files (both label files and the t10k images), by key of data.FILES."""
+    keys = ("test_images", "test_labels", "train_labels")
+    return {k: (mnist_dir / (data.FILES[k][0] + ".gz")).read_bytes() for k in keys}
+
+
+@pytest.fixture(scope="session")
+def real_raw(real_gz: dict[str, bytes]) -> dict[str, bytes]:
+    """Decompressed bytes of the small real files."""
+    return {k: gzip.decompress(v) for k, v in real_gz.items()}
+
+
+@pytest.fixture(scope="session")
+def t10k(real_raw: dict[str, bytes]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The real test set parsed by the code under test: uint8 (10000, 28, 28) images and int64 labels."""
+    return data.load_pair(real_raw["test_images"], real_raw["test_labels"], name="test")
+
+
+def idx_bytes(values: torch.Tensor, *, magic: int | None = None, dims: tuple[int, ...] | None = None) -> bytes:
+    """Build IDX bytes for a uint8 tensor: magic 0x08 / ndim, one big-endian int32 per dim, then the data.
+
+    `magic` and `dims` override the header so tests can make inconsistent files.
+    """
+    values = values.to(torch.uint8).contiguous()
+    dims = tuple(values.shape) if dims is None else dims
+    magic = (0x0800 | len(dims)) if magic is None else magic
+    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in dims)
+    return header + values.numpy().tobytes()
+
+
+@pytest.fixture
+def make_idx():
+    """The `idx_bytes` builder, as a fixture."""
+    return idx_bytes

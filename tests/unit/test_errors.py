@@ -1,0 +1,130 @@
+"""mnistpipe.errors.run_stage: user errors are one line and exit 2; bugs keep their traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mnistpipe.errors import TRACEBACK_ENV, PipelineError, run_stage
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def raise_user_error() -> None:
+    raise PipelineError("data/raw is missing:\n  run `dvc repro download`\n\tfirst")
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    monkeypatch.delenv(TRACEBACK_ENV, raising=False)
+    monkeypatch.setattr(sys, "argv", ["stage.py"])
+
+
+def test_user_error_is_one_line_and_exit_2(clean_env, capsys):
+    with pytest.raises(SystemExit) as exc:
+        run_stage(raise_user_error)
+    assert exc.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == "error: data/raw is missing: run `dvc repro download` first\n"
+
+
+def test_success_prints_nothing(clean_env, capsys):
+    calls = []
+    run_stage(lambda: calls.append(1))
+    assert calls == [1]
+    assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize("exc_type", [ValueError, KeyError, ZeroDivisionError])
+def test_other_exceptions_propagate(clean_env, capsys, exc_type):
+    def bug() -> None:
+        raise exc_type("a bug")
+
+    with pytest.raises(exc_type):
+        run_stage(bug)
+    assert capsys.readouterr().err == ""  # not turned into an "error:" line
+
+
+@pytest.mark.parametrize("value", ["1", "yes"])
+def test_traceback_env_shows_traceback(clean_env, monkeypatch, capsys, value):
+    monkeypatch.setenv(TRACEBACK_ENV, value)
+    with pytest.raises(SystemExit) as exc:
+        run_stage(raise_user_error)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):")
+    assert "raise_user_error" in err and "PipelineError" in err
+    assert err.splitlines()[-1] == "error: data/raw is missing: run `dvc repro download` first"
+
+
+def test_traceback_env_zero_means_off(clean_env, monkeypatch, capsys):
+    monkeypatch.setenv(TRACEBACK_ENV, "0")
+    with pytest.raises(SystemExit):
+        run_stage(raise_user_error)
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_traceback_flag(clean_env, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["stage.py", "--traceback"])
+    with pytest.raises(SystemExit):
+        run_stage(raise_user_error)
+    assert capsys.readouterr().err.startswith("Traceback (most recent call last):")
+
+
+SCRIPT = """
+import sys
+from mnistpipe.errors import PipelineError, run_stage
+
+def main():
+    if sys.argv[1] == "user":
+        raise PipelineError("bad value\\nfor key x")
+    raise ValueError("internal bug")
+
+run_stage(main)
+"""
+
+
+def run_script(kind: str, **env: str) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if k != TRACEBACK_ENV} | env
+    return subprocess.run([sys.executable, "-c", SCRIPT, kind], capture_output=True, text=True, env=environ,
+                          timeout=60)
+
+
+def test_process_user_error_exit_2():
+    p = run_script("user")
+    assert p.returncode == 2
+    assert p.stdout == ""
+    assert p.stderr == "error: bad value for key x\n"
+
+
+def test_process_bug_exit_1_with_traceback():
+    p = run_script("bug")
+    assert p.returncode == 1
+    assert p.stderr.startswith("Traceback (most recent call last):")
+    assert p.stderr.rstrip().endswith("ValueError: internal bug")
+    assert not any(line.startswith("error:") for line in p.stderr.splitlines())
+
+
+def test_process_user_error_with_traceback_env():
+    p = run_script("user", **{TRACEBACK_ENV: "1"})
+    assert p.returncode == 2
+    assert "Traceback (most recent call last):" in p.stderr
+    assert p.stderr.splitlines()[-1] == "error: bad value for key x"
+
+
+def test_stage_with_a_typo_in_params(tmp_path):
+    """End to end: the validate_params stage run on a params.yaml with a typo prints one line and exits 2."""
+    text = (REPO_ROOT / "params.yaml").read_text().replace("\ndropout:", "\ndroput:", 1)
+    (tmp_path / "params.yaml").write_text(text)
+    environ = {k: v for k, v in os.environ.items() if k != TRACEBACK_ENV}
+    p = subprocess.run([sys.executable, str(REPO_ROOT / "stages" / "validate_params.py")], cwd=tmp_path,
+                       capture_output=True, text=True, env=environ, timeout=120)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("error: params.yaml: unknown key 'droput' (did you mean 'dropout'?)")

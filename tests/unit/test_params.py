@@ -1,0 +1,183 @@
+"""mnistpipe.params: the repository's params.yaml validates, and every kind of mistake gives one line naming the key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnistpipe import params
+from mnistpipe.errors import PipelineError
+
+PARAMS_YAML = Path(__file__).resolve().parents[2] / "params.yaml"
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict:
+    return yaml.safe_load(PARAMS_YAML.read_text())
+
+
+def fails(raw: dict, mutate, *expected: str) -> str:
+    """Apply `mutate` to a deep copy, check validate raises a one-line error containing every `expected`."""
+    bad = copy.deepcopy(raw)
+    mutate(bad)
+    with pytest.raises(PipelineError) as exc:
+        params.validate(bad)
+    msg = str(exc.value)
+    assert "\n" not in msg, msg
+    assert msg.startswith("params.yaml: "), msg
+    for e in expected:
+        assert e in msg, (e, msg)
+    return msg
+
+
+def test_repo_params_are_valid(raw):
+    p = params.validate(raw)
+    assert p.seed == raw["seed"]
+    assert p.dropout == raw["dropout"] and p.kernel_size == raw["kernel_size"]
+    assert p.train_baseline.channels == raw["train_baseline"]["channels"]
+    assert set(params.SECTIONS) <= set(raw)
+    section = params.section(p, "train_dae")
+    assert section["seed"] == raw["seed"] and section["width"] == raw["train_dae"]["width"]
+    assert params.cnn_hyperparameters(p) == {k: raw[k] for k in params.CNN_KEYS}
+
+
+def test_validate_does_not_modify_its_input(raw):
+    before = copy.deepcopy(raw)
+    params.validate(raw)
+    assert raw == before
+
+
+def test_not_a_mapping():
+    with pytest.raises(PipelineError, match="must be a mapping"):
+        params.validate(None)
+    with pytest.raises(PipelineError, match="my.yaml must be a mapping"):
+        params.validate([1, 2], source="my.yaml")
+
+
+def test_unknown_top_level_key_suggests_the_right_one(raw):
+    def typo(r):
+        r["droput"] = r.pop("dropout")
+
+    msg = fails(raw, typo, "'droput'", "did you mean 'dropout'")
+    # the typo, not the "missing dropout" it causes, is what the message leads with
+    assert msg.startswith("params.yaml: unknown key 'droput'"), msg
+
+
+def test_unknown_extra_top_level_key(raw):
+    fails(raw, lambda r: r.update(learning_rate=0.1), "unknown key 'learning_rate'")
+
+
+@pytest.mark.parametrize("section, key, suggestion", [
+    ("train_dae", "widht", "width"),
+    ("download", "val_szie", "val_size"),
+    ("add_awgn", "sigma", None),
+])
+def test_unknown_key_inside_a_section(raw, section, key, suggestion):
+    msg = fails(raw, lambda r: r[section].update({key: 1}), f"unknown key '{section}.{key}'")
+    if suggestion:
+        assert f"did you mean '{suggestion}'" in msg
+
+
+def test_unknown_key_two_levels_deep(raw):
+    fails(raw, lambda r: r["tune_cnn"]["recipe"].update(chanels=[8]), "'tune_cnn.recipe.chanels'",
+          "did you mean 'channels'")
+
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda r: r.update(epochs="3"), "'epochs'"),
+    (lambda r: r.update(dropout="x"), "'dropout'"),
+    (lambda r: r.update(kernel_size=3.0), "'kernel_size'"),
+    (lambda r: r["train_baseline"].update(batchnorm=1), "'train_baseline.batchnorm'"),
+    (lambda r: r["train_dae"].update(skips="yes"), "'train_dae.skips'"),
+    (lambda r: r["train_baseline"].update(channels=32), "'train_baseline.channels'"),
+    (lambda r: r["train_baseline"].update(device="gpu"), "'train_baseline.device'"),
+])
+def test_wrong_type(raw, mutate, key):
+    fails(raw, mutate, key)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("dropout", 1.0), ("dropout", -0.1), ("lr", 0), ("lr", -1), ("epochs", 0), ("batch_size", 0),
+    ("kernel_size", 0), ("stride", 0), ("seed", -1),
+])
+def test_out_of_range_top_level(raw, key, value):
+    fails(raw, lambda r: r.update({key: value}), f"'{key}'", repr(value))
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("add_awgn", "std", -0.1),
+    ("visualize", "tsne_size", 5),
+    ("download", "val_size", 0),
+    ("train_dae", "lr", 0),
+    ("train_baseline", "label_smoothing", 1.0),
+    ("train_baseline", "convs_per_block", 0),
+])
+def test_out_of_range_in_a_section(raw, section, key, value):
+    fails(raw, lambda r: r[section].update({key: value}), f"'{section}.{key}'")
+
+
+def test_negative_channels(raw):
+    fails(raw, lambda r: r["train_baseline"].update(channels=[32, -1]), "channels must be positive")
+
+
+@pytest.mark.parametrize("kernel_size, stride", [(3, 28), (28, 28), (3, 20)])
+def test_kernel_stride_without_spatial_output(raw, kernel_size, stride):
+    fails(raw, lambda r: r.update(kernel_size=kernel_size, stride=stride),
+          f"kernel_size={kernel_size}", f"stride={stride}", "no spatial output")
+
+
+def test_kernel_stride_check_counts_the_blocks(raw):
+    # stride 8 leaves a 2x2 map after one block (28 -> 4 -> 2) but nothing after two
+    ok = copy.deepcopy(raw)
+    ok.update(kernel_size=3, stride=8)
+    ok["train_baseline"]["channels"] = [8]
+    params.validate(ok)
+    fails(raw, lambda r: r.update(kernel_size=3, stride=8), "no spatial output")
+
+
+@pytest.mark.parametrize("section", ["evaluate", "download", "tune_cnn"])
+def test_missing_section(raw, section):
+    fails(raw, lambda r: r.pop(section), f"missing key '{section}'")
+
+
+def test_missing_key_in_a_section(raw):
+    fails(raw, lambda r: r["train_dae"].pop("width"), "missing key 'train_dae.width'")
+
+
+@pytest.mark.parametrize("dim, low, high", [("epochs", 4, 2), ("dropout", 0.5, 0.1), ("lr", 0.01, 0.001)])
+def test_search_space_low_above_high(raw, dim, low, high):
+    def mutate(r):
+        r["tune_cnn"]["space"][dim] = {"low": low, "high": high, "log": dim == "lr"}
+
+    fails(raw, mutate, "tune_cnn.space", dim, "must not exceed")
+
+
+def test_search_space_log_range_needs_positive_low(raw):
+    def mutate(r):
+        r["tune_cnn"]["space"]["lr"] = {"low": 0.0, "high": 0.01, "log": True}
+
+    fails(raw, mutate, "tune_cnn.space", "lr", "log range")
+
+
+@pytest.mark.parametrize("key, value", [("dropout", 0), ("lr", 1), ("add_awgn.std", 0)])
+def test_yaml_int_for_a_float_key_is_accepted(raw, key, value):
+    ok = copy.deepcopy(raw)
+    if "." in key:
+        section, name = key.split(".")
+        ok[section][name] = value
+    else:
+        ok[key] = value
+    p = params.validate(ok)
+    got = getattr(p, key) if "." not in key else getattr(getattr(p, section), name)
+    assert got == value
+
+
+def test_yaml_text_round_trip(raw):
+    """The message names the key also when the mistake is typed as YAML, as a user would."""
+    text = PARAMS_YAML.read_text().replace("\ndropout: 0.25", "\ndropout: 0.25\ndroput: 0", 1)
+    assert "droput" in text
+    with pytest.raises(PipelineError, match="unknown key 'droput' \\(did you mean 'dropout'\\?\\)"):
+        params.validate(yaml.safe_load(text))

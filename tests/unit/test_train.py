@@ -1,0 +1,209 @@
+"""mnistpipe.train: the training loop on tiny data (CPU, one epoch, a few hundred 28x28 images)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mnistpipe import models, train
+from mnistpipe.errors import PipelineError
+
+N_TRAIN, N_VAL, BATCH = 320, 64, 64  # 5 steps per epoch
+SMALL_CNN = dict(kernel_size=3, stride=1, dropout=0.2, channels=(4, 8), hidden=16, weight_decay=5e-4,
+                 device="cpu")
+
+
+def digits(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic, learnable 'digits': class c lights a bar at row 4 + 2c, plus a little noise."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 10, (n,), generator=g)
+    x = torch.rand(n, 1, 28, 28, generator=g) * 0.2
+    for i, c in enumerate(y.tolist()):
+        x[i, 0, 4 + 2 * c: 6 + 2 * c, 6:22] = 1.0
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def cnn_data():
+    x, y = digits(N_TRAIN, 0)
+    xv, yv = digits(N_VAL, 1)
+    return x, y, xv, yv
+
+
+@pytest.fixture(scope="module")
+def baseline(cnn_data):
+    """One CNN run with seed 0 (shared by the tests that only read it)."""
+    return train.train_cnn(*cnn_data, lr=3e-3, epochs=1, batch_size=BATCH, seed=0, **SMALL_CNN)
+
+
+def test_train_cnn_history_and_metrics(baseline):
+    model, result = baseline
+    assert isinstance(model, models.CNN)
+    assert len(result.history) == 1
+    rec = result.history[0]
+    assert {"epoch", "train_loss", "val_loss", "val_acc", "train_seconds"} <= set(rec)
+    assert rec["epoch"] == 1
+    assert math.isfinite(rec["train_loss"]) and math.isfinite(rec["val_loss"])
+    assert 0.0 <= rec["val_acc"] <= 1.0
+    assert rec["train_seconds"] > 0
+    assert result.metrics == {**rec, "epochs": 1}
+    assert all(p.device.type == "cpu" for p in model.parameters())
+
+
+def same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    return all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def without_time(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "train_seconds"}
+
+
+def test_same_seed_is_bit_identical(baseline, cnn_data):
+    model_a, result_a = baseline
+    model_b, result_b = train.train_cnn(*cnn_data, lr=3e-3, epochs=1, batch_size=BATCH, seed=0, **SMALL_CNN)
+    assert same_state(model_a, model_b)
+    assert without_time(result_a.metrics) == without_time(result_b.metrics)
+    # and the weights did move away from their seeded initialisation
+    torch.manual_seed(0)
+    init = models.CNN(kernel_size=3, stride=1, dropout=0.2, channels=(4, 8), hidden=16)
+    assert not same_state(model_a, init)
+
+
+def test_different_seed_differs(baseline, cnn_data):
+    model_a, result_a = baseline
+    model_c, result_c = train.train_cnn(*cnn_data, lr=3e-3, epochs=1, batch_size=BATCH, seed=1, **SMALL_CNN)
+    assert not same_state(model_a, model_c)
+    assert result_a.metrics["train_loss"] != result_c.metrics["train_loss"]
+
+
+def test_on_epoch_called_once_per_epoch(cnn_data):
+    calls = []
+    x, y, xv, yv = cnn_data
+    model, result = train.train_cnn(x[:192], y[:192], xv, yv, lr=3e-3, epochs=2, batch_size=BATCH, seed=0,
+                                    on_epoch=lambda e, rec: calls.append((e, dict(rec))), **SMALL_CNN)
+    assert [e for e, _ in calls] == [1, 2]
+    assert [rec for _, rec in calls] == result.history
+    assert result.metrics["epochs"] == 2
+    assert result.history[1]["train_seconds"] >= result.history[0]["train_seconds"]
+
+
+def test_batch_larger_than_data(cnn_data):
+    with pytest.raises(PipelineError, match=f"batch_size=400 is larger than the {N_TRAIN} training images"):
+        train.train_cnn(*cnn_data, lr=3e-3, epochs=1, batch_size=400, seed=0, **SMALL_CNN)
+
+
+def test_divergence_is_a_user_error(cnn_data):
+    with pytest.raises(PipelineError, match="diverged") as exc:
+        train.train_cnn(*cnn_data, lr=1e6, epochs=1, batch_size=BATCH, seed=0, **SMALL_CNN)
+    assert "lr=1000000.0" in str(exc.value) and "lower lr" in str(exc.value)
+
+
+@pytest.mark.parametrize("n, epochs", [(256, 1), (128, 2)])
+def test_four_optimizer_steps(cnn_data, n, epochs):
+    x, y, xv, yv = cnn_data
+    _, result = train.train_cnn(x[:n], y[:n], xv, yv, lr=3e-3, epochs=epochs, batch_size=BATCH, seed=0,
+                                **SMALL_CNN)
+    assert len(result.history) == epochs
+
+
+def test_training_with_shift_augmentation(cnn_data, baseline):
+    model, result = train.train_cnn(*cnn_data, lr=3e-3, epochs=1, batch_size=BATCH, seed=0, max_shift=2,
+                                    **SMALL_CNN)
+    assert math.isfinite(result.metrics["train_loss"])
+    assert not same_state(model, baseline[0])  # the augmentation changed what was trained on
+
+
+# ---------------------------------------------------------------- random_shift
+
+
+def centred_digits(n: int = 16) -> torch.Tensor:
+    """Random blobs inside rows/cols 8-19: a margin of 8 pixels, so shifts of up to 3 lose nothing."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(n, 1, 28, 28)
+    x[:, :, 8:20, 8:20] = torch.rand(n, 1, 12, 12, generator=g) + 0.1
+    return x
+
+
+def test_random_shift_zero_is_identity():
+    x = centred_digits()
+    assert train.random_shift(x, 0, torch.Generator().manual_seed(0)) is x
+
+
+def test_random_shift_translates_and_keeps_pixels():
+    x = centred_digits(32)
+    out = train.random_shift(x, 3, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert torch.allclose(out.sum((1, 2, 3)), x.sum((1, 2, 3)))  # nothing pushed off the edge
+    offsets = set()
+    for i in range(len(x)):
+        match = [(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)
+                 if torch.equal(out[i], torch.roll(x[i], (dy, dx), dims=(1, 2)))]
+        assert len(match) == 1, i  # every output is exactly one translation of its input
+        offsets.add(match[0])
+    assert len(offsets) > 5  # shifts vary from image to image
+    assert any(o != (0, 0) for o in offsets)
+
+
+def test_random_shift_is_seeded():
+    x = centred_digits()
+    a = train.random_shift(x, 2, torch.Generator().manual_seed(5))
+    b = train.random_shift(x, 2, torch.Generator().manual_seed(5))
+    c = train.random_shift(x, 2, torch.Generator().manual_seed(6))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_random_shift_zero_fills():
+    x = torch.ones(8, 1, 28, 28)
+    out = train.random_shift(x, 2, torch.Generator().manual_seed(0))
+    assert float(out.sum()) < float(x.sum())  # pixels shifted out are replaced by zeros, not wrapped
+    assert set(out.unique().tolist()) <= {0.0, 1.0}
+
+
+# ---------------------------------------------------------------- DAE and devices
+
+
+def test_train_dae_tiny():
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand(192, 1, 28, 28, generator=g)
+    noisy = (clean + 0.2 * torch.randn(clean.shape, generator=g)).clamp(0, 1)
+    calls = []
+    model, result = train.train_dae(noisy[:160], clean[:160], noisy[160:], clean[160:], width=2, skips=True,
+                                    lr=3e-3, epochs=1, batch_size=32, seed=0, device="cpu",
+                                    on_epoch=lambda e, rec: calls.append(e))
+    assert isinstance(model, models.DAE)
+    assert calls == [1]
+    rec = result.history[0]
+    assert {"train_loss", "val_loss", "val_psnr", "train_seconds"} <= set(rec)
+    assert math.isfinite(rec["val_psnr"]) and 5.0 < rec["val_psnr"] < 60.0
+    assert result.metrics["epochs"] == 1
+
+
+def test_train_dae_shape_mismatch():
+    a, b = torch.zeros(8, 1, 28, 28), torch.zeros(7, 1, 28, 28)
+    with pytest.raises(PipelineError, match="differ in shape") as exc:
+        train.train_dae(a, b, a, a, width=2, skips=False, lr=1e-3, epochs=1, batch_size=4, seed=0, device="cpu")
+    assert "dvc repro add_awgn" in str(exc.value)
+    with pytest.raises(PipelineError, match="differ in shape"):
+        train.train_dae(a, a, a, b, width=2, skips=False, lr=1e-3, epochs=1, batch_size=4, seed=0, device="cpu")
+
+
+def test_resolve_device(monkeypatch):
+    assert train.resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert train.resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(PipelineError, match="no CUDA GPU"):
+        train.resolve_device("cuda")
+
+
+def test_predict_batches_match_one_pass(baseline, cnn_data):
+    model = baseline[0]
+    x = cnn_data[2]
+    full = train.predict(model, x, batch_size=len(x))
+    parts = train.predict(model, x, batch_size=7)
+    assert full.shape == (N_VAL, 10) and full.dtype == torch.float32
+    assert torch.allclose(full, parts, atol=1e-5)
