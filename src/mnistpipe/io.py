@@ -54,6 +54,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
     except OSError as exc:
         raise PipelineError(
             f"cannot write {path}: {exc.strerror or exc}; make its directory writable or choose another location"

@@ -18,9 +18,9 @@ def conv_out(size: int, kernel_size: int, stride: int) -> int:
 def cnn_feature_side(*, kernel_size: int, stride: int, n_blocks: int, convs_per_block: int = 1) -> int:
     """Side of the last feature map; <= 0 means the kernel/stride combination leaves no spatial output."""
     side = SIDE
-    for _ in range(n_blocks):
+    for i in range(n_blocks):
         for j in range(convs_per_block):
-            side = conv_out(side, kernel_size, stride if j == 0 else 1)
+            side = conv_out(side, kernel_size, stride if i == j == 0 else 1)
             if side <= 0:
                 return 0
         side //= 2
@@ -28,7 +28,10 @@ def cnn_feature_side(*, kernel_size: int, stride: int, n_blocks: int, convs_per_
 
 
 class CNN(nn.Module):
-    """Conv blocks (Conv2d [+BatchNorm] + ReLU, then MaxPool), Dropout, and a small fully connected head."""
+    """Conv blocks (Conv2d [+BatchNorm] + ReLU, then MaxPool), Dropout, and a small fully connected head.
+
+    `stride` applies to the first convolution; `padding = kernel_size // 2` keeps the other sizes.
+    """
 
     def __init__(self, *, kernel_size: int = 3, stride: int = 1, dropout: float = 0.25,
                  channels: tuple[int, ...] = (32, 64), convs_per_block: int = 1, hidden: int = 128,
@@ -44,10 +47,11 @@ class CNN(nn.Module):
         self.config = dict(kernel_size=kernel_size, stride=stride, dropout=dropout, channels=list(channels),
                            convs_per_block=convs_per_block, hidden=hidden, batchnorm=batchnorm)
         blocks, c_in = [], 1
-        for c_out in channels:
+        for i, c_out in enumerate(channels):
             layers: list[nn.Module] = []
             for j in range(convs_per_block):
-                layers.append(nn.Conv2d(c_in, c_out, kernel_size, stride=stride if j == 0 else 1,
+                # Only the first conv strides: striding every block would shrink 28x28 to nothing by block 3.
+                layers.append(nn.Conv2d(c_in, c_out, kernel_size, stride=stride if i == j == 0 else 1,
                                         padding=kernel_size // 2, bias=not batchnorm))
                 if batchnorm:
                     layers.append(nn.BatchNorm2d(c_out))

@@ -61,7 +61,7 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 2048, device: str | torch.device = "cpu"):
     """Model outputs for `x` in eval mode, in batches, returned on the CPU as float32."""
-    device = torch.device(device)
+    device = resolve_device(device) if isinstance(device, str) else device
     model.eval().to(device)
     outs = []
     for i in range(0, len(x), batch_size):

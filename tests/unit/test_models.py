@@ -18,9 +18,9 @@ DEPTHS = ((1,), (1, 2), (1, 2, 3))  # 1-3 conv blocks, tiny channel counts
 def reference_side(kernel_size: int, stride: int, n_blocks: int, convs_per_block: int) -> int:
     """Independent arithmetic: Conv2d(padding=k//2) then MaxPool2d(2), as PyTorch documents them."""
     side = 28
-    for _ in range(n_blocks):
-        for j in range(convs_per_block):
-            side = (side + 2 * (kernel_size // 2) - kernel_size) // (stride if j == 0 else 1) + 1
+    for i in range(n_blocks):
+        for j in range(convs_per_block):  # only the very first conv strides
+            side = (side + 2 * (kernel_size // 2) - kernel_size) // (stride if i == j == 0 else 1) + 1
             if side < 1:
                 return 0
         if side < 2:
@@ -70,7 +70,7 @@ def test_cnn_without_hidden_layer_or_batchnorm():
     assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
 
 
-@pytest.mark.parametrize("kernel_size, stride, channels", [(3, 28, (32, 64)), (1, 3, (2, 2, 2)), (7, 3, (2, 2, 2))])
+@pytest.mark.parametrize("kernel_size, stride, channels", [(3, 28, (32, 64)), (3, 8, (2, 2, 2)), (7, 10, (2, 2, 2))])
 def test_cnn_without_spatial_output_raises(kernel_size, stride, channels):
     assert models.cnn_feature_side(kernel_size=kernel_size, stride=stride, n_blocks=len(channels)) <= 0
     with pytest.raises(PipelineError, match="leaves no spatial output") as exc:

@@ -1,0 +1,77 @@
+"""Draw the report's figures from the data, the tuned CNN and the evaluate stage's results (labels only colour)."""
+
+from common import (
+    CHECKPOINTS,
+    DENOISED_TEST,
+    METRICS,
+    NOISY_TEST,
+    PLOTS,
+    PRODUCERS,
+    TEST,
+    TRAIN,
+    load_params,
+    load_split,
+)
+from mnistpipe import evaluate, io, models, noise, plots
+from mnistpipe.errors import PipelineError, run_stage
+from mnistpipe.params import section
+
+N_SAMPLES, N_DENOISED = 40, 10  # test images in samples.png; columns of denoising.png
+# Comparison bars: label -> (evaluate result, training stages whose train_seconds add up to its cost).
+COMPARED = {"clean": ("tuned", ["tune_cnn"]), "noisy": ("noisy", ["train_on_noisy"]),
+            "denoised": ("denoised", ["train_on_denoised", "train_dae"])}
+REFERENCE = {"noisy": "tuned_on_noisy", "denoised": "tuned_on_denoised"}
+
+
+def _train_seconds(stage: str) -> float:
+    summary = io.read_json(METRICS / stage / "metrics.json", producer=stage)
+    if not isinstance(summary, dict) or "train_seconds" not in summary:
+        raise PipelineError(f"{METRICS / stage / 'metrics.json'} has no train_seconds; rerun `dvc repro {stage}`")
+    return float(summary["train_seconds"])
+
+
+def main() -> None:
+    p = section(load_params(), "visualize")
+    y_train = io.load_tensors(TRAIN, producer="download")["y_train"]
+    test = load_split(TEST, producer="download")
+    x, y, n = test["x_test"], test["y_test"], len(test["y_test"])
+    sets = {"clean": x, "noisy": load_split(NOISY_TEST, producer="add_awgn")["x_test"],
+            "denoised": load_split(DENOISED_TEST, producer="denoise")["x_test"]}
+    k, i = p["tsne_size"], p["sample_index"]
+    if k > n:
+        raise PipelineError(f"visualize.tsne_size={k} exceeds the {n} test images; set it to at most {n}")
+    if p["perplexity"] >= k:
+        raise PipelineError(f"visualize.perplexity={p['perplexity']} must be below tsne_size={k}; lower it")
+    if i >= n:
+        raise PipelineError(f"visualize.sample_index={i} is out of range for {n} test images; use 0-{n - 1}")
+    tuned = models.from_checkpoint(io.load_checkpoint(CHECKPOINTS["tuned"], kind="cnn", producer=PRODUCERS["tuned"]),
+                                   path=str(CHECKPOINTS["tuned"]))
+    scores = io.read_json(METRICS / "evaluate.json", producer="evaluate")
+    worst = io.read_json(METRICS / "evaluate" / "misclassified.json", producer="evaluate")
+    conf = {m: evaluate.confusion_from_rows(io.read_json(PLOTS / "confusion" / f"{m}.json", producer="evaluate"))
+            for m in scores}
+    seconds = {s: _train_seconds(s) for _, stages in COMPARED.values() for s in stages}
+    results = {label: {"accuracy": scores[m]["accuracy"], "seconds": {s: seconds[s] for s in stages}}
+               for label, (m, stages) in COMPARED.items()}
+    psnr = float(noise.psnr(sets["noisy"][i:i + 1], x[i:i + 1])[0])
+    grid = {"original": x, "noisy": sets["noisy"], "denoised": sets["denoised"]}
+    figures = {
+        "label_distribution": plots.label_distribution(y_train),
+        "samples": plots.sample_grid(x[:N_SAMPLES], y[:N_SAMPLES], title="Test images"),
+        "feature_maps_conv1": plots.feature_maps(tuned, x[i], block=1, label=int(y[i])),
+        "feature_maps_conv2": plots.feature_maps(tuned, x[i], block=2, label=int(y[i])),
+        "misclassified": plots.misclassified(x, worst.get("tuned", []), title="Tuned CNN: most confident errors"),
+        "noisy_example": plots.noisy_example(x[i], sets["noisy"][i], label=int(y[i]), psnr_db=psnr),
+        "denoising": plots.denoising_grid({r: s[:N_DENOISED] for r, s in grid.items()}, labels=y[:N_DENOISED]),
+        "tsne": plots.tsne_figure({name: plots.tsne_embed(s[:k], perplexity=p["perplexity"], seed=p["seed"])
+                                   for name, s in sets.items()}, y[:k]),
+        "comparison": plots.comparison(results, reference={lb: scores[r]["accuracy"] for lb, r in REFERENCE.items()},
+                                       reference_label="clean-trained (tuned) model"),
+        "confusion_matrices": plots.confusion_matrices(conf),
+    }
+    for name, fig in figures.items():
+        plots.save_png(fig, PLOTS / f"{name}.png")
+
+
+if __name__ == "__main__":
+    run_stage(main)
