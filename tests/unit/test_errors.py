@@ -33,11 +33,13 @@ def test_user_error_is_one_line_and_exit_2(clean_env, capsys):
     assert err == "error: data/raw is missing: run `dvc repro download` first\n"
 
 
-def test_success_prints_nothing(clean_env, capsys):
+def test_success_prints_one_resource_line(clean_env, capsys):
     calls = []
     run_stage(lambda: calls.append(1))
     assert calls == [1]
-    assert capsys.readouterr() == ("", "")
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.splitlines()) == 1 and "done in" in err and "peak memory" in err and "MiB" in err
 
 
 @pytest.mark.parametrize("exc_type", [ValueError, KeyError, ZeroDivisionError])
