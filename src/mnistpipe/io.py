@@ -7,6 +7,8 @@ and renamed into place only when complete, so a crash never leaves a file that l
 from __future__ import annotations
 
 import contextlib
+import glob
+import io
 import json
 import os
 import shutil
@@ -26,12 +28,27 @@ def _umask() -> int:
     return mask
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _remove_stale(path: Path) -> None:
+    """Delete temporaries that a killed run (SIGKILL skips every cleanup) left beside `path`."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        _remove(stale)
+    _remove(path.with_name(f".{path.name}.old"))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise PipelineError(
@@ -53,6 +70,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(path)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
     except OSError as exc:
@@ -62,11 +80,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         old = path.with_name(f".{path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if path.exists():
+        _remove(old)
+        if path.exists() or path.is_symlink():
             os.replace(path, old)
         os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -100,9 +118,13 @@ def require(path: str | os.PathLike, *, producer: str) -> Path:
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, Any]) -> None:
-    """Save a dict of tensors (and plain values) atomically with torch.save."""
+    """Save a dict of tensors (and plain values) atomically with torch.save; same tensors, same bytes."""
+    # torch.save names the zip's inner folder after the file it writes (here a random temp name), which
+    # would give every run a new DVC hash; saving to a buffer keeps the bytes reproducible.
+    buf = io.BytesIO()
+    torch.save(tensors, buf)
     with atomic_path(path) as tmp:
-        torch.save(tensors, tmp)
+        tmp.write_bytes(buf.getvalue())
 
 
 def load_tensors(path: str | os.PathLike, *, producer: str) -> dict[str, Any]:

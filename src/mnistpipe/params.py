@@ -26,6 +26,7 @@ class Download(_Strict):
     train_limit: int = Field(ge=0, description="0 = all 60,000 training images")
     test_limit: int = Field(ge=0, description="0 = all 10,000 test images")
     timeout: float = Field(gt=0)
+    verify_md5: bool = Field(description="false only for IDX drop-ins such as Fashion-MNIST, whose sums differ")
 
 
 class AddAwgn(_Strict):

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -88,7 +89,8 @@ def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn, validat
     pct = 0.25 if 0.25 * total_steps != 1 else 0.3
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=pct)
     result, t_train = FitResult(), 0.0
-    bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False)
+    # A bar only on a terminal: in logs (dvc, CI, the queue) it would garble the one-line error messages.
+    bar = tqdm(range(1, epochs + 1), desc=desc, disable=not (progress and sys.stderr.isatty()), leave=False)
     for epoch in bar:
         model.train()
         t0 = time.perf_counter()

@@ -1,0 +1,394 @@
+"""Shared fixtures for the pipeline and stage tests: a tiny, fully reproduced copy of the repository.
+
+`tiny_repo` (session scope) copies the repository's tracked and untracked-but-not-ignored files into a temporary
+directory, makes it a git repository, shrinks params.yaml with `tiny_params`, runs `dvc repro` once and commits the
+result. Tests never change it for good: destructive tests work on their own copy (`repo_copy`), and `rerun_repo`
+is a second copy in which every stage script has been run once more, directly (for the smoke and determinism
+tests).
+
+Helpers for test modules in sub-folders come through the `helpers` fixture (this module): `import conftest` is
+ambiguous there because tests/unit has a conftest.py of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MIRROR_ENV = "MNIST_MIRROR"
+# Metrics that measure time: they differ between two identical runs by nature.
+TIMING_KEYS = frozenset({"train_seconds", "search_seconds", "user_attrs_train_seconds", "datetime_start",
+                         "datetime_complete", "duration"})
+# Output files drawn from timings (dvclive's per-epoch seconds, visualize's cost-vs-accuracy bars).
+TIMING_FILES = frozenset({"train_seconds.tsv", "comparison.png"})
+# Stage scripts being written elsewhere: smoke-tested when the script exists, even before dvc.yaml lists them.
+EXTRA_STAGES = ("evaluate", "visualize")
+# Wall-clock seconds of the expensive steps, printed at the end of the session.
+TIMINGS: dict[str, float] = {}
+# Environment variables that must not leak from the caller into the stages (a debugging switch changes stderr,
+# a git or dvc variable would point the commands at the wrong repository).
+_SCRUB = ("MNISTPIPE_TRACEBACK", "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "DVC_EXP_NAME", "DVC_ROOT",
+          "DVC_EXP_BASELINE_REV")
+
+# Values of the tiny run, by key path; a key is only set where params.yaml already has it.
+TINY = {
+    ("download", "train_limit"): 700,
+    ("download", "val_size"): 100,
+    ("download", "test_limit"): 200,
+    ("epochs",): 1,
+    ("batch_size",): 64,
+    ("tune_cnn", "n_trials"): 2,
+    ("tune_cnn", "trial_train_size"): 300,
+    ("tune_cnn", "space", "epochs"): {"low": 1, "high": 1},
+    ("tune_cnn", "recipe", "channels"): [8, 16],
+    ("tune_cnn", "recipe", "max_shift"): 1,
+    ("train_baseline", "channels"): [8, 16],
+    ("train_dae", "epochs"): 1,
+    ("train_dae", "width"): 4,
+    ("train_dae", "train_size"): 300,  # 300 // 64 = exactly 4 optimizer steps: OneCycleLR's edge case
+    ("train_dae", "batch_size"): 64,
+    ("visualize", "tsne_size"): 40,
+    ("visualize", "perplexity"): 5,
+    ("evaluate", "n_misclassified"): 8,
+}
+# Every `device` is pinned to the CPU: the tiny run is then reproducible (the determinism test compares two runs)
+# and the same on a GPU machine. test_smoke.py::test_device_auto checks the default `auto`.
+TINY.update({(section, "device"): "cpu" for section in (
+    "train_baseline", "tune_cnn", "train_on_noisy", "train_dae", "denoise", "train_on_denoised", "evaluate",
+    "visualize")})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# environment and commands
+
+
+def mirror_dir() -> Path:
+    """The local MNIST mirror: $MNIST_MIRROR when set, else `<repo root>/../shared/datasets/mnist`."""
+    return Path(os.environ.get(MIRROR_ENV, "").strip() or REPO_ROOT.parent / "shared" / "datasets" / "mnist").resolve()
+
+
+def require_mirror() -> Path:
+    path = mirror_dir()
+    missing = [n for n in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                           "t10k-labels-idx1-ubyte.gz") if not (path / n).is_file()]
+    if missing:
+        pytest.skip(f"MNIST mirror {path} lacks {', '.join(missing)} (set {MIRROR_ENV} to a directory of the "
+                    "four MNIST .gz files)")
+    return path
+
+
+def stage_env(repo: Path | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for dvc and the stages of `repo`.
+
+    The test's python comes first on PATH (dvc.yaml runs `python stages/...`), MNIST_MIRROR points to the local
+    mirror, `repo`/src comes first on PYTHONPATH (a copy runs its own code, not the editable install's), and torch
+    uses one thread (a tiny run on a small shared CPU is much faster that way, and every run uses the same count).
+    """
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env[MIRROR_ENV] = str(mirror_dir())
+    if repo is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(repo).resolve() / "src"),
+                                                          env.get("PYTHONPATH", "")]))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(var, "1")
+    env.update(extra or {})
+    return env
+
+
+def sh(args: list[str], cwd: Path, *, env: dict[str, str] | None = None, check: bool = False,
+       timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a command (list form) in `cwd` with the stage environment; return the CompletedProcess.
+
+    stdout/stderr are decoded as UTF-8 without newline translation, so a carriage return (a progress bar redrawn
+    in place) stays a `\r` inside its line instead of becoming a line of its own.
+    """
+    proc = subprocess.run(args, cwd=cwd, env=stage_env(cwd, env), capture_output=True, timeout=timeout)
+    proc.stdout = proc.stdout.decode("utf-8", errors="replace")
+    proc.stderr = proc.stderr.decode("utf-8", errors="replace")
+    if check and proc.returncode != 0:
+        raise AssertionError(f"`{' '.join(args)}` exited with {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
+                             f"\n--- stderr\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def dvc(repo: Path, *args: str, check: bool = False, env: dict[str, str] | None = None,
+        timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `dvc <args>` in `repo` with the virtualenv's dvc (`python -m dvc`)."""
+    return sh([sys.executable, "-m", "dvc", *args], Path(repo), env=env, check=check, timeout=timeout)
+
+
+def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return sh(["git", "-c", "user.email=tests@example.invalid", "-c", "user.name=tests", "-c", "commit.gpgsign=false",
+               "-c", "init.defaultBranch=main", *args], Path(repo), check=check)
+
+
+def run_stage(repo: Path, stage: str, env: dict[str, str] | None = None,
+              timeout: float = 600) -> tuple[int, str, str]:
+    """Run `python stages/<stage>.py` in `repo`; return (returncode, stdout, stderr)."""
+    proc = sh([sys.executable, f"stages/{stage}.py"], Path(repo), env=env, timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# params
+
+
+def tiny_params(path: str | os.PathLike) -> dict:
+    """Rewrite the params file at `path` for a tiny, fast run (only keys that exist); return the new params."""
+    path = Path(path)
+    params = yaml.safe_load(path.read_text())
+    for keys, value in TINY.items():
+        node = params
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and keys[-1] in node:
+            node[keys[-1]] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
+def read_params(repo: Path) -> dict:
+    return yaml.safe_load((Path(repo) / "params.yaml").read_text())
+
+
+def edit_params(repo: Path, edit) -> None:
+    """Load `repo`/params.yaml, let `edit(params)` change it in place, write it back."""
+    params = read_params(repo)
+    edit(params)
+    (Path(repo) / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def set_param(repo: Path, dotted: str, value) -> None:
+    """Set one key (dotted path, e.g. `train_dae.device`) in `repo`/params.yaml, keeping everything else."""
+    *parents, last = dotted.split(".")
+
+    def edit(params: dict) -> None:
+        node = params
+        for key in parents:
+            node = node[key]
+        node[last] = value
+
+    edit_params(repo, edit)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# dvc.yaml
+
+
+def dvc_stages(repo: Path) -> dict:
+    """The `stages` mapping of `repo`/dvc.yaml, in file order."""
+    return yaml.safe_load((Path(repo) / "dvc.yaml").read_text())["stages"]
+
+
+def _paths(entries) -> list[str]:
+    out = []
+    for entry in entries or []:
+        out.extend(entry.keys() if isinstance(entry, dict) else [entry])
+    return out
+
+
+def stage_outputs(repo: Path, stage: str) -> list[str]:
+    """Every out, metric and plot path that dvc.yaml declares for `stage` ([] for a stage it does not list)."""
+    spec = dvc_stages(repo).get(stage) or {}
+    return _paths(spec.get("outs")) + _paths(spec.get("metrics")) + _paths(spec.get("plots"))
+
+
+def stage_metrics(repo: Path, stage: str) -> list[str]:
+    return _paths((dvc_stages(repo).get(stage) or {}).get("metrics"))
+
+
+def all_metrics(repo: Path) -> list[str]:
+    return [m for stage in dvc_stages(repo) for m in stage_metrics(repo, stage)]
+
+
+def smoke_stages(repo: Path) -> list[str]:
+    """The stages of dvc.yaml in order, then the extra stages whose scripts exist but dvc.yaml does not list yet."""
+    stages = list(dvc_stages(repo))
+    return stages + [s for s in EXTRA_STAGES if s not in stages and (Path(repo) / "stages" / f"{s}.py").is_file()]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# files
+
+
+def project_files(root: Path) -> list[str]:
+    """Tracked files plus untracked files that git does not ignore (the working-tree contents)."""
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
+                         capture_output=True, text=True, check=True).stdout
+    return sorted({f for f in out.split("\0") if f and (root / f).is_file()})
+
+
+def snapshot(repo: Path, paths) -> dict[str, tuple[int, str]]:
+    """{relative path: (mtime_ns, sha256)} of every file at or under `paths` (files or folders)."""
+    repo = Path(repo)
+    snap = {}
+    for rel in paths:
+        p = repo / rel
+        files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else []
+        for f in files:
+            snap[f.relative_to(repo).as_posix()] = (f.stat().st_mtime_ns, hashlib.sha256(f.read_bytes()).hexdigest())
+    return snap
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def drop_timing(obj):
+    """`obj` (nested dicts/lists) without the timing keys, at any depth."""
+    if isinstance(obj, dict):
+        return {k: drop_timing(v) for k, v in obj.items() if k not in TIMING_KEYS}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(drop_timing(v) for v in obj)
+    return obj
+
+
+def read_metrics(path: Path) -> dict:
+    """A metrics JSON file without its timing keys."""
+    return drop_timing(json.loads(Path(path).read_text()))
+
+
+def numbers(obj, prefix: str = ""):
+    """(dotted key, value) of every number in nested dicts/lists."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from numbers(v, f"{prefix}{k}.")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from numbers(v, f"{prefix}{i}.")
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield prefix.rstrip("."), obj
+
+
+def finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def temp_files(repo: Path) -> list[str]:
+    """Leftovers of atomic writes (`.*.tmp` files or folders, `.*.old` folders) outside .git and .dvc."""
+    repo = Path(repo)
+    found = set()
+    for pattern in (".*.tmp", ".*.old"):
+        for p in repo.rglob(pattern):
+            rel = p.relative_to(repo)
+            if rel.parts[0] not in (".git", ".dvc"):
+                found.add(rel.as_posix())
+    return sorted(found)
+
+
+def copy_repo(src: Path, dest: Path) -> Path:
+    """A full copy of a repository directory (working tree, .git, .dvc with its cache) for destructive tests."""
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
+
+
+def one_line_error(stderr: str, *needles: str) -> str:
+    """Assert that `stderr` is exactly one line starting with `error:` and containing every needle; return it."""
+    lines = stderr.rstrip("\n").split("\n")
+    assert len(lines) == 1, f"expected exactly one line on stderr, got {len(lines)}:\n{stderr[-3000:]}"
+    line = lines[0]
+    assert line.startswith("error: "), f"the stderr line does not start with 'error: ': {line[:600]!r}"
+    assert "\r" not in line, f"the stderr line holds carriage returns (redrawn progress output?): {line[:600]!r}"
+    for needle in needles:
+        assert needle in line, f"{needle!r} not named in the error line: {line!r}"
+    return line
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory) -> Path:
+    """A committed copy of the repository with tiny params, reproduced once with `dvc repro`; do not modify.
+
+    The reproduced state (dvc.lock, .gitignore entries and the uncached metrics) is committed too, so experiments
+    (`dvc exp run`, queued ones included) start from a clean, complete baseline.
+    """
+    require_mirror()
+    repo = tmp_path_factory.mktemp("tiny") / "repo"
+    repo.mkdir()
+    for rel in project_files(REPO_ROOT):
+        dest = repo / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / rel, dest)
+    tiny_params(repo / "params.yaml")
+    git(repo, "init", "-q")
+    # A local identity: dvc exp commits experiments with the repository's git config.
+    git(repo, "config", "user.email", "tests@example.invalid")
+    git(repo, "config", "user.name", "tests")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "tiny copy")
+    t0 = time.perf_counter()
+    proc = dvc(repo, "repro")
+    TIMINGS["tiny_repo: dvc repro"] = time.perf_counter() - t0
+    if proc.returncode != 0:
+        pytest.fail(f"dvc repro of the tiny copy failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                    f"{proc.stderr[-5000:]}")
+    # A failed repro rolls back the .gitignore entries of the stages that did run; after a good one the outputs
+    # must all be ignored, or the commit below would put them into git.
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "tiny repro")
+    return repo
+
+
+@pytest.fixture
+def repo_copy(tiny_repo, tmp_path):
+    """A private copy of the reproduced tiny repository that a test may change or break.
+
+    Removed after the test (each copy holds ~50 MB with its DVC cache); set MNISTPIPE_KEEP_TEST_REPOS=1 to keep it.
+    """
+    repo = copy_repo(tiny_repo, tmp_path / "repo")
+    yield repo
+    if os.environ.get("MNISTPIPE_KEEP_TEST_REPOS", "") in ("", "0"):
+        shutil.rmtree(repo, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def rerun_repo(tiny_repo, tmp_path_factory):
+    """A copy of `tiny_repo` in which every stage script (see `smoke_stages`) was run once more, directly, in order.
+
+    Returns (repo, results) with results[stage] = {rc, stdout, stderr, before, after, seconds}, before/after being
+    snapshots of the stage's declared outputs.
+    """
+    repo = copy_repo(tiny_repo, tmp_path_factory.mktemp("rerun") / "repo")
+    results = {}
+    t_all = time.perf_counter()
+    for stage in smoke_stages(repo):
+        outs = stage_outputs(repo, stage)
+        before = snapshot(repo, outs)
+        time.sleep(0.01)  # mtimes of rewritten files must differ even on a coarse clock
+        t0 = time.perf_counter()
+        rc, out, err = run_stage(repo, stage)
+        results[stage] = {"rc": rc, "stdout": out, "stderr": err, "before": before, "after": snapshot(repo, outs),
+                          "seconds": time.perf_counter() - t0}
+    TIMINGS["rerun_repo: every stage script once"] = time.perf_counter() - t_all
+    return repo, results
+
+
+@pytest.fixture(scope="session")
+def helpers():
+    """This module, for test modules in sub-folders."""
+    return _THIS
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if TIMINGS:
+        terminalreporter.section("pipeline test timings")
+        for name, seconds in TIMINGS.items():
+            terminalreporter.write_line(f"{name}: {seconds:.1f} s")
+
+
+_THIS = sys.modules[__name__]
