@@ -65,6 +65,8 @@ def train_tuned_on(stage: str, images: Path, images_producer: str, checkpoint: s
 
     p = section(load_params(), stage)
     hp = read_best_config()
+    if p["epochs"]:
+        hp["epochs"] = p["epochs"]
     labels = io.load_tensors(TRAIN, producer="download")
     x = load_split(images, producer=images_producer)
     for part in ("train", "val"):

@@ -54,6 +54,8 @@ TINY = {
     ("tune_cnn", "recipe", "channels"): [8, 16],
     ("tune_cnn", "recipe", "max_shift"): 1,
     ("train_baseline", "channels"): [8, 16],
+    ("train_on_noisy", "epochs"): 1,
+    ("train_on_denoised", "epochs"): 1,
     ("train_dae", "epochs"): 1,
     ("train_dae", "width"): 4,
     ("train_dae", "train_size"): 300,  # 300 // 64 = exactly 4 optimizer steps: OneCycleLR's edge case

@@ -104,6 +104,7 @@ class TuneCnn(_Strict):
 
 
 class Retrain(_Strict):
+    epochs: int = Field(ge=0, description="0 = the tuned number of epochs; noisier inputs may want more")
     device: Device
 
 
