@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import tempfile
 import time
 from pathlib import Path
 
@@ -115,9 +116,19 @@ def run_tsne(x_test, *, n: int, seed: int = 0) -> dict:
     return {"n": n, "seconds": time.perf_counter() - t0}
 
 
-DEFAULT_HP = dict(kernel_size=3, stride=1, dropout=0.1, lr=0.005, epochs=4, batch_size=128, seed=0,
-                  channels=(16, 32), convs_per_block=1, hidden=128, batchnorm=True, weight_decay=5e-4,
+DEFAULT_HP = dict(kernel_size=3, stride=1, dropout=0.1, lr=0.005, epochs=3, batch_size=128, seed=0,
+                  channels=(16, 32, 64), convs_per_block=1, hidden=128, batchnorm=True, weight_decay=5e-4,
                   label_smoothing=0.1, max_shift=1)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -135,12 +146,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     dev = train.resolve_device(args.device)
-    with __import__("tempfile").TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         raw = data.download([args.mnist], tmp)
     x, y = data.load_pair(raw["train_images"], raw["train_labels"], name="train")
     x_test, y_test = data.load_pair(raw["test_images"], raw["test_labels"], name="test")
     x, y = x[: args.train_size], y[: args.train_size]
-    out = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else platform.processor() or "cpu",
+    out = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else _cpu_name(),
            "threads": torch.get_num_threads(), "torch": torch.__version__, "train_size": len(x)}
     if "reference" not in skip:
         out["reference"] = run_reference(x, y, x_test, y_test, epochs=args.ref_epochs, device=dev)
