@@ -42,21 +42,30 @@ def _remove_stale(path: Path) -> None:
     _remove(path.with_name(f".{path.name}.old"))
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
-    path = Path(path)
+def _temp_beside(path: Path, *, directory: bool) -> Path:
+    """A new temporary file or folder in `path`'s directory, with the usual permissions (mkstemp gives 0600)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        if directory:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        else:
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            tmp = Path(name)
+        os.chmod(tmp, (0o777 if directory else 0o666) & ~_umask())
+        return tmp
     except OSError as exc:
         raise PipelineError(
             f"cannot write {path}: {exc.strerror or exc}; make its directory writable or choose another location"
         ) from exc
-    os.close(fd)
-    tmp = Path(tmp)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs should get the usual permissions
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    tmp = _temp_beside(path, directory=False)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -68,15 +77,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temporary directory next to `path`; swap it in for `path` only if the block succeeds."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale(path)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
-    except OSError as exc:
-        raise PipelineError(
-            f"cannot write {path}: {exc.strerror or exc}; make its directory writable or choose another location"
-        ) from exc
+    tmp = _temp_beside(path, directory=True)
     try:
         yield tmp
         old = path.with_name(f".{path.name}.old")
