@@ -8,10 +8,12 @@ from mnistpipe.params import section
 
 def main() -> None:
     p = section(load_params(), "download")
-    raw = data.download(data.mirror_list(), RAW, timeout=p["timeout"], checksums=p["verify_md5"])
-    x, y = data.load_pair(raw["train_images"], raw["train_labels"], name="train")
-    x_test, y_test = data.load_pair(raw["test_images"], raw["test_labels"], name="test")
-    parts = data.split(x, y, val_size=p["val_size"], seed=p["seed"], limit=p["train_limit"])
+    # The raw files land in a temporary folder that replaces data/raw only once everything parsed.
+    with io.atomic_dir(RAW) as raw_dir:
+        raw = data.download(data.mirror_list(), raw_dir, timeout=p["timeout"], checksums=p["verify_md5"])
+        x, y = data.load_pair(raw["train_images"], raw["train_labels"], name="train")
+        x_test, y_test = data.load_pair(raw["test_images"], raw["test_labels"], name="test")
+        parts = data.split(x, y, val_size=p["val_size"], seed=p["seed"], limit=p["train_limit"])
     if p["test_limit"]:
         # clone: a slice keeps the whole storage, and torch.save would write all 10,000 images
         x_test, y_test = x_test[: p["test_limit"]].clone(), y_test[: p["test_limit"]].clone()

@@ -34,10 +34,14 @@ SIDE = 28
 
 
 def mirror_list(environ: dict[str, str] | None = None) -> list[str]:
-    """The mirrors to try in order: $MNIST_MIRROR (a directory or URL) first when set, then the public ones."""
+    """The mirrors to try in order: $MNIST_MIRROR (a directory or URL) first when set, then the public ones.
+
+    MNIST_MIRROR_ONLY=1 drops the public mirrors (offline machines, and tests that must not reach the network).
+    """
     environ = os.environ if environ is None else environ
     first = environ.get(MIRROR_ENV, "").strip()
-    return ([first] if first else []) + list(PUBLIC_MIRRORS)
+    only = environ.get(MIRROR_ENV + "_ONLY", "").strip() not in ("", "0")
+    return ([first] if first else []) + ([] if only and first else list(PUBLIC_MIRRORS))
 
 
 def fetch(mirror: str, filename: str, *, timeout: float = 30.0) -> bytes:
