@@ -141,9 +141,14 @@ def load_tensors(path: str | os.PathLike, *, producer: str) -> dict[str, Any]:
 
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, *, kind: str, config: dict,
                     meta: dict | None = None) -> None:
-    """Save the model's config and state_dict (tensors on CPU) atomically."""
+    """Save the model's config and state_dict (tensors on CPU) atomically.
+
+    Timings (keys ending in `_seconds`) are left out of `meta`: they differ on every run, and the same weights
+    must give the same bytes, or DVC would see a new checkpoint and rerun everything downstream.
+    """
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    save_tensors(path, {"kind": kind, "config": dict(config), "state_dict": state, "meta": dict(meta or {})})
+    meta = {k: v for k, v in (meta or {}).items() if not k.endswith("_seconds")}
+    save_tensors(path, {"kind": kind, "config": dict(config), "state_dict": state, "meta": meta})
 
 
 def load_checkpoint(path: str | os.PathLike, *, kind: str, producer: str) -> dict[str, Any]:
