@@ -47,15 +47,10 @@ def load_split(path: Path, *, producer: str) -> dict:
 
 
 def read_best_config() -> dict:
-    """tune_cnn's best hyperparameters and recipe, checked so a stale or edited file fails clearly."""
-    from mnistpipe.params import CNN_KEYS, Recipe
+    """tune_cnn's best hyperparameters and recipe."""
+    from mnistpipe.params import tuned_hyperparameters
 
-    best = io.read_json(BEST_CONFIG, producer="tune_cnn")
-    hp = best.get("hyperparameters") if isinstance(best, dict) else None
-    expected = set(CNN_KEYS) | set(Recipe.model_fields)
-    if not isinstance(hp, dict) or set(hp) != expected:
-        raise PipelineError(f"{BEST_CONFIG} does not hold the expected hyperparameters; rerun `dvc repro tune_cnn`")
-    return hp
+    return tuned_hyperparameters(io.read_json(BEST_CONFIG, producer="tune_cnn"), source=str(BEST_CONFIG))
 
 
 def train_tuned_on(stage: str, images: Path, images_producer: str, checkpoint: str) -> None:
@@ -69,12 +64,7 @@ def train_tuned_on(stage: str, images: Path, images_producer: str, checkpoint: s
         hp["epochs"] = p["epochs"]
     labels = io.load_tensors(TRAIN, producer="download")
     x = load_split(images, producer=images_producer)
-    for part in ("train", "val"):
-        if len(x[f"x_{part}"]) != len(labels[f"y_{part}"]):
-            raise PipelineError(
-                f"{images} has {len(x[f'x_{part}'])} {part} images but {TRAIN} has {len(labels[f'y_{part}'])} "
-                f"labels; rerun `dvc repro {images_producer}`"
-            )
+    data.check_counts(x, labels, images_source=str(images), labels_source=str(TRAIN), producer=images_producer)
     summary: dict = {}
     with tracking.live_log(METRICS / stage, summary=summary) as on_epoch:
         model, result = train.train_cnn(x["x_train"], labels["y_train"], x["x_val"], labels["y_val"], **hp,

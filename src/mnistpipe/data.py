@@ -158,3 +158,14 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """float images in [0, 1] (N, 1, 28, 28) -> uint8 (N, 28, 28), rounded."""
     return x.squeeze(1).clamp(0, 1).mul(255.0).round_().to(torch.uint8)
+
+
+def check_counts(images: dict, labels: dict, *, images_source: str, labels_source: str, producer: str) -> None:
+    """Every `x_<part>` in `images` must have as many rows as `y_<part>` in `labels` (train, val, test...)."""
+    for key, x in images.items():
+        y = labels.get("y_" + key.removeprefix("x_"))
+        if y is not None and len(x) != len(y):
+            raise PipelineError(
+                f"{images_source} has {len(x)} {key.removeprefix('x_')} images but {labels_source} has {len(y)} "
+                f"labels; rerun `dvc repro {producer}`"
+            )

@@ -1,4 +1,4 @@
-"""The schema of params.yaml: every key, its type and its allowed range, checked with pydantic.
+"""The schema of the pipeline's params file: every key, its type and its allowed range, checked with pydantic.
 
 `validate` turns the first problem into one line that names the key and what is allowed, so a typo such as
 `droput: 0` fails loudly instead of silently training with the default.
@@ -218,3 +218,11 @@ def section(params: Params, name: str) -> dict[str, Any]:
 def cnn_hyperparameters(params: Params) -> dict[str, Any]:
     """The report's six top-level CNN hyperparameters."""
     return {k: getattr(params, k) for k in CNN_KEYS}
+
+
+def tuned_hyperparameters(best: Any, *, source: str) -> dict[str, Any]:
+    """The `hyperparameters` of tune_cnn's best-configuration file, checked so a stale or edited file fails clearly."""
+    hp = best.get("hyperparameters") if isinstance(best, dict) else None
+    if not isinstance(hp, dict) or set(hp) != set(CNN_KEYS) | set(Recipe.model_fields):
+        raise PipelineError(f"{source} does not hold the expected hyperparameters; rerun `dvc repro tune_cnn`")
+    return hp
