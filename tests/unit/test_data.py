@@ -307,3 +307,13 @@ def test_split_on_real_images(t10k):
     s = data.split(x[:500], y[:500], val_size=100, seed=0)
     assert s["x_train"].shape == (400, 28, 28) and s["x_val"].shape == (100, 28, 28)
     assert s["x_train"].dtype == torch.uint8
+
+
+def test_check_counts_names_both_files_and_the_stage():
+    images = {"x_train": torch.zeros(5, 28, 28), "x_val": torch.zeros(2, 28, 28)}
+    data.check_counts(images, {"y_train": torch.zeros(5), "y_val": torch.zeros(2)}, images_source="a.pt",
+                      labels_source="b.pt", producer="add_awgn")
+    with pytest.raises(PipelineError) as exc:
+        data.check_counts(images, {"y_train": torch.zeros(5), "y_val": torch.zeros(3)}, images_source="a.pt",
+                          labels_source="b.pt", producer="add_awgn")
+    assert str(exc.value) == "a.pt has 2 val images but b.pt has 3 labels; rerun `dvc repro add_awgn`"

@@ -182,3 +182,11 @@ def test_yaml_text_round_trip(raw):
     assert "droput" in text
     with pytest.raises(PipelineError, match="unknown key 'droput' \\(did you mean 'dropout'\\?\\)"):
         params.validate(yaml.safe_load(text))
+
+
+def test_tuned_hyperparameters_accepts_a_complete_file_and_refuses_an_edited_one(raw):
+    hp = {k: raw[k] for k in params.CNN_KEYS} | raw["tune_cnn"]["recipe"]
+    assert params.tuned_hyperparameters({"hyperparameters": hp}, source="best.json") == hp
+    for bad in ({}, [], {"hyperparameters": {**hp, "extra": 1}}, {"hyperparameters": {"lr": 0.1}}):
+        with pytest.raises(PipelineError, match="best.json does not hold the expected hyperparameters"):
+            params.tuned_hyperparameters(bad, source="best.json")
