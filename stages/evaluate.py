@@ -3,8 +3,8 @@
 import json
 
 from common import CHECKPOINTS, DENOISED_TEST, METRICS, NOISY_TEST, PLOTS, PRODUCERS, TEST, load_params, load_split
-from mnistpipe import evaluate, io, models, train
-from mnistpipe.errors import PipelineError, run_stage
+from mnistpipe import data, evaluate, io, models, train
+from mnistpipe.errors import run_stage
 from mnistpipe.params import section
 
 TEST_SETS = {"clean": (TEST, "download"), "noisy": (NOISY_TEST, "add_awgn"), "denoised": (DENOISED_TEST, "denoise")}
@@ -27,9 +27,8 @@ def main() -> None:
     images = {}
     for name, (path, producer) in TEST_SETS.items():
         images[name] = load_split(path, producer=producer)["x_test"]
-        if len(images[name]) != len(y):
-            raise PipelineError(f"{path} holds {len(images[name])} images but {TEST} has {len(y)} labels; "
-                                f"rerun `dvc repro {producer}`")
+        data.check_counts({"x_test": images[name]}, {"y_test": y}, images_source=str(path),
+                          labels_source=str(TEST), producer=producer)
     nets = {}
     summary, misclassified = {}, {}
     with io.atomic_dir(METRICS / "evaluate") as out, io.atomic_dir(PLOTS / "confusion") as plots:
