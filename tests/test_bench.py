@@ -26,14 +26,17 @@ def test_tiny_benchmark_run(tmp_path, monkeypatch):
     if not (Path(mirror) / "t10k-labels-idx1-ubyte.gz").exists():
         pytest.skip(f"no MNIST mirror at {mirror}; set MNIST_MIRROR")
     out_json = tmp_path / "bench.json"
-    out = bench.main(["--mnist", mirror, "--device", "cpu", "--train-size", "256", "--ref-epochs", "1",
-                      "--epochs", "1", "--dae-size", "128", "--tsne-size", "60", "--json", str(out_json)])
+    out = bench.main(["--mnist", mirror, "--device", "cpu", "--train-size", "512", "--ref-epochs", "1",
+                      "--epochs", "1", "--checks", "2", "--dae-size", "128", "--tsne-size", "60",
+                      "--json", str(out_json)])
     saved = json.loads(out_json.read_text())
-    assert saved["train_size"] == 256
+    assert saved["train_size"] == 512
     for part in ("reference", "project"):
+        hist = out[part]["history"]
         assert out[part]["images_per_s"] > 0
-        assert len(out[part]["history"]) == 1
-        assert 0.0 <= out[part]["history"][0]["test_acc"] <= 1.0
+        assert len(hist) == 2, "two probes per epoch"
+        assert 0 < hist[0]["train_seconds"] < hist[1]["train_seconds"]
+        assert all(0.0 <= h["test_acc"] <= 1.0 for h in hist)
     assert out["dae"]["images_per_s"] > 0 and out["tsne"]["n"] == 60
     table = bench.format_table(out)
     assert "seconds to 99.0% test acc" in table and "t-SNE of 60 images" in table

@@ -28,7 +28,7 @@ def cnn_feature_side(*, kernel_size: int, stride: int, n_blocks: int, convs_per_
 
 
 class CNN(nn.Module):
-    """Conv blocks (Conv2d [+BatchNorm] + ReLU, then MaxPool), Dropout, and a small fully connected head.
+    """Conv blocks (Conv2d, MaxPool, [BatchNorm,] ReLU), Dropout, and a small fully connected head.
 
     `stride` applies to the first convolution; `padding = kernel_size // 2` keeps the other sizes.
     """
@@ -53,11 +53,14 @@ class CNN(nn.Module):
                 # Only the first conv strides: striding every block would shrink 28x28 to nothing by block 3.
                 layers.append(nn.Conv2d(c_in, c_out, kernel_size, stride=stride if i == j == 0 else 1,
                                         padding=kernel_size // 2, bias=not batchnorm))
+                if j == convs_per_block - 1:
+                    # Pool straight after the block's last conv: BatchNorm and ReLU then touch 4x fewer values,
+                    # which makes a training step about a quarter cheaper on the CPU.
+                    layers.append(nn.MaxPool2d(2))
                 if batchnorm:
                     layers.append(nn.BatchNorm2d(c_out))
                 layers.append(nn.ReLU(inplace=True))
                 c_in = c_out
-            layers.append(nn.MaxPool2d(2))
             blocks.append(nn.Sequential(*layers))
         self.blocks = nn.ModuleList(blocks)
         flat = c_in * side * side

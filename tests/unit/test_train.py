@@ -91,6 +91,33 @@ def test_on_epoch_called_once_per_epoch(cnn_data):
     assert result.history[1]["train_seconds"] >= result.history[0]["train_seconds"]
 
 
+def test_checks_stop_the_clock_and_leave_the_model_training(cnn_data):
+    x, y, xv, yv = cnn_data
+    seen = []
+
+    def check(model, seconds):
+        seen.append((seconds, model.training))
+        model.eval()  # a probe may switch modes; the loop must switch back
+
+    model, result = train.train_cnn(x, y, xv, yv, lr=3e-3, epochs=2, batch_size=BATCH, seed=0, on_check=check,
+                                    checks_per_epoch=2, **SMALL_CNN)
+    assert len(seen) == 4, "two checks in each of two epochs"
+    times = [t for t, _ in seen]
+    assert times == sorted(times) and times[0] > 0
+    assert times[1] == pytest.approx(result.history[0]["train_seconds"])
+    assert times[3] == pytest.approx(result.history[1]["train_seconds"])
+    assert all(training for _, training in seen)
+    # probing does not change what is learnt
+    plain, _ = train.train_cnn(x, y, xv, yv, lr=3e-3, epochs=2, batch_size=BATCH, seed=0, **SMALL_CNN)
+    assert same_state(model, plain)
+
+
+def test_trained_weights_come_back_contiguous(baseline):
+    # Training runs channels_last; saved checkpoints must not depend on that memory layout.
+    model, _ = baseline
+    assert all(p.is_contiguous() for p in model.state_dict().values())
+
+
 def test_batch_larger_than_data(cnn_data):
     with pytest.raises(PipelineError, match=f"batch_size=400 is larger than the {N_TRAIN} training images"):
         train.train_cnn(*cnn_data, lr=3e-3, epochs=1, batch_size=400, seed=0, **SMALL_CNN)
