@@ -24,6 +24,8 @@ from .noise import mean_psnr
 EpochCallback = Callable[[int, dict], None]
 CheckCallback = Callable[[nn.Module, float], None]  # (model, training seconds so far), for time-to-accuracy
 DIVERGED_LOSS = 1e4  # cross-entropy starts near 2.3 and MSE of [0, 1] images is at most 1
+# bf16 autocast pays on GPUs (tensor cores); on CPUs without native bf16 it is slower and breaks bit-exact reruns.
+BF16_DEVICES = ("cuda",)
 
 
 @dataclass
@@ -68,7 +70,7 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 2048, device
     outs = []
     for i in range(0, len(x), batch_size):
         xb = x[i:i + batch_size].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with _autocast(device):
             outs.append(model(xb).float().cpu())
     return torch.cat(outs) if outs else torch.empty(0)
 
@@ -101,7 +103,7 @@ def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn, validat
         for step in range(steps):
             idx = order[step * batch_size:(step + 1) * batch_size]
             xb = random_shift(x[idx], max_shift, gen) if max_shift else x[idx]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with _autocast(device):
                 loss = loss_fn(model(xb), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -130,6 +132,10 @@ def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn, validat
     result.metrics = {**result.history[-1], "epochs": epochs}
     model.to("cpu", memory_format=torch.contiguous_format)
     return result
+
+
+def _autocast(device: torch.device) -> torch.autocast:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type in BF16_DEVICES)
 
 
 def _lap(t0: float, device: torch.device) -> float:

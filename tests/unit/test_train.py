@@ -234,3 +234,17 @@ def test_predict_batches_match_one_pass(baseline, cnn_data):
     parts = train.predict(model, x, batch_size=7)
     assert full.shape == (N_VAL, 10) and full.dtype == torch.float32
     assert torch.allclose(full, parts, atol=1e-5)
+
+
+def test_bf16_autocast_path_on_cpu(cnn_data, monkeypatch):
+    """The GPU's mixed-precision path, run on the CPU: shapes, dtypes and a finite loss."""
+    monkeypatch.setattr(train, "BF16_DEVICES", ("cuda", "cpu"))
+    x, y, xv, yv = cnn_data
+    model, result = train.train_cnn(x, y, xv, yv, lr=3e-3, epochs=1, batch_size=BATCH, seed=0, **SMALL_CNN)
+    assert math.isfinite(result.metrics["train_loss"])
+    assert all(p.dtype == torch.float32 for p in model.parameters()), "autocast keeps float32 master weights"
+    out = train.predict(model, xv, device="cpu")
+    assert out.shape == (N_VAL, 10) and out.dtype == torch.float32
+    dae, res = train.train_dae(x[:128], x[:128], xv[:32], xv[:32], width=2, skips=True, lr=3e-3, epochs=1,
+                               batch_size=32, seed=0, device="cpu")
+    assert train.predict(dae, xv[:32]).shape == (32, 1, 28, 28) and math.isfinite(res.metrics["val_psnr"])
