@@ -132,9 +132,10 @@ def run_tsne(x_test, *, n: int, seed: int = 0) -> dict:
     return {"n": n, "seconds": time.perf_counter() - t0}
 
 
-DEFAULT_HP = dict(kernel_size=3, stride=1, dropout=0.1, lr=0.008, epochs=2, batch_size=256, seed=0,
+# The speed recipe: the library's trainer with a short one-cycle schedule; no dropout or shifts in 2 epochs.
+DEFAULT_HP = dict(kernel_size=3, stride=1, dropout=0.0, lr=0.008, epochs=2, batch_size=256, seed=0,
                   channels=(16, 32, 64), convs_per_block=1, hidden=128, batchnorm=True, weight_decay=5e-4,
-                  label_smoothing=0.1, max_shift=1)
+                  label_smoothing=0.1, max_shift=0)
 
 
 def _cpu_name() -> str:
