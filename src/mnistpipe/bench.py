@@ -99,7 +99,7 @@ def run_reference(x, y, x_test, y_test, *, epochs: int, device: torch.device, ch
             F.nll_loss(model(xb), yb).backward()
             opt.step()
             if step in check_at:
-                t_train += train._lap(t0, device)
+                t_train += train.elapsed(t0, device)
                 check(model, t_train)
                 model.train()
                 t0 = time.perf_counter()

@@ -111,7 +111,7 @@ def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn, validat
             sched.step()
             total += loss.detach()
             if step + 1 in check_at and step + 1 < steps:  # the epoch's last check waits for its end
-                t_train += _lap(t0, device)
+                t_train += elapsed(t0, device)
                 on_check(model, t_train)
                 model.train()
                 t0 = time.perf_counter()
@@ -121,7 +121,7 @@ def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn, validat
             raise PipelineError(
                 f"{desc}: training diverged (loss is {train_loss} in epoch {epoch}) with lr={lr}; lower lr"
             )
-        t_train += _lap(t0, device)
+        t_train += elapsed(t0, device)
         if on_check is not None:
             on_check(model, t_train)
         record = {"epoch": epoch, "train_loss": train_loss, **validate(model), "train_seconds": t_train}
@@ -138,7 +138,7 @@ def _autocast(device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type in BF16_DEVICES)
 
 
-def _lap(t0: float, device: torch.device) -> float:
+def elapsed(t0: float, device: torch.device) -> float:
     """Seconds since `t0`, after the GPU (if any) has finished its queued work."""
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -156,7 +156,8 @@ def train_cnn(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
 
     Validation loss and accuracy are computed after every epoch; returns the trained model (on CPU) and
     its `FitResult` whose metrics hold val_acc, val_loss, train_loss and train_seconds. `on_check(model,
-    seconds)` is called `checks_per_epoch` times per epoch with the clock stopped (the benchmark's probe).
+    seconds)`, the benchmark's probe, runs with the clock stopped at the end of every epoch and, with
+    `checks_per_epoch` = k > 1, also after each further k-th of it.
     """
     dev = resolve_device(device)
     # nn.init and Dropout draw from the global generator; seeding it here makes the run reproducible.
