@@ -2,7 +2,7 @@
 
 import torch
 
-from common import METRICS, NOISY_TEST, NOISY_TRAIN, TEST, TRAIN, load_params
+from common import METRICS, NOISY_TEST, NOISY_TRAIN, TEST, TRAIN, load_data, load_params
 from mnistpipe import data, io, noise
 from mnistpipe.errors import run_stage
 from mnistpipe.params import section
@@ -10,8 +10,8 @@ from mnistpipe.params import section
 
 def main() -> None:
     p = section(load_params(), "add_awgn")
-    train = io.load_tensors(TRAIN, producer="download")
-    test = io.load_tensors(TEST, producer="download")
+    train = load_data(TRAIN, producer="download")
+    test = load_data(TEST, producer="download")
     gen = torch.Generator().manual_seed(p["seed"])
     noisy, clean = {}, {}
     for name, x in (("x_train", train["x_train"]), ("x_val", train["x_val"]), ("x_test", test["x_test"])):

@@ -26,6 +26,10 @@ CHECKPOINTS = {name: MODELS / f"{name}.pt" for name in ("baseline", "tuned", "no
 # The stage that writes each checkpoint, for "run `dvc repro <stage>`" messages.
 PRODUCERS = {"baseline": "train_baseline", "tuned": "tune_cnn", "noisy": "train_on_noisy", "dae": "train_dae",
              "denoised": "train_on_denoised"}
+# The tensors of each data file: images x_* (uint8, N x 28 x 28) and labels y_* (int64, N), checked on every load.
+CONTENTS = {TRAIN: ("x_train", "y_train", "x_val", "y_val"), TEST: ("x_test", "y_test"),
+            NOISY_TRAIN: ("x_train", "x_val"), NOISY_TEST: ("x_test",),
+            DENOISED_TRAIN: ("x_train", "x_val"), DENOISED_TEST: ("x_test",)}
 
 
 def load_params() -> Params:
@@ -40,10 +44,43 @@ def load_params() -> Params:
     return validate(raw, source=str(PARAMS))
 
 
-def load_split(path: Path, *, producer: str) -> dict:
-    """A tensor file with its uint8 images (keys x_*) as float (N, 1, 28, 28) in [0, 1]; labels pass through."""
+def load_data(path: Path, *, producer: str) -> dict:
+    """The data file `path` (written by `producer`) with the tensors CONTENTS lists, checked: a stale, foreign or
+    edited file fails here with one line naming it, not deep inside torch."""
+    import torch
+
     t = io.load_tensors(path, producer=producer)
-    return {k: data.to_float(v) if k.startswith("x_") else v for k, v in t.items()}
+    for key in CONTENTS[path]:
+        v = t.get(key) if isinstance(t, dict) else None
+        image = key.startswith("x_")
+        ok = isinstance(v, torch.Tensor) and (
+            v.dtype == torch.uint8 and v.dim() == 3 and tuple(v.shape[1:]) == (28, 28) if image
+            else v.dtype == torch.int64 and v.dim() == 1)
+        if not ok:
+            want = "uint8 images of shape (N, 28, 28)" if image else "int64 labels of shape (N,)"
+            got = f"holds {v.dtype} of shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else "is missing"
+            raise PipelineError(f"{path}: '{key}' should hold {want} but {got}; rerun `dvc repro {producer}`")
+    data.check_counts(t, t, images_source=str(path), labels_source=str(path), producer=producer)
+    return {k: t[k] for k in CONTENTS[path]}
+
+
+def load_split(path: Path, *, producer: str, keys: tuple[str, ...] | None = None) -> dict:
+    """The checked data file (see `load_data`), its `keys` only if given, with the uint8 images (x_*) as float
+    (N, 1, 28, 28) in [0, 1]; labels pass through."""
+    t = load_data(path, producer=producer)
+    return {k: data.to_float(t[k]) if k.startswith("x_") else t[k] for k in keys or t}
+
+
+def read_checked_json(path: Path, *, producer: str, numbers: tuple[str, ...] = ()) -> dict:
+    """A JSON object written by `producer` in which every dotted key of `numbers` (`tuned.accuracy`) is a number."""
+    obj = io.read_json(path, producer=producer)
+    for dotted in numbers:
+        node = obj
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, bool) or not isinstance(node, (int, float)):
+            raise PipelineError(f"{path} has no number at '{dotted}'; rerun `dvc repro {producer}`")
+    return obj
 
 
 def read_best_config() -> dict:
@@ -62,7 +99,7 @@ def train_tuned_on(stage: str, images: Path, images_producer: str, checkpoint: s
     hp = read_best_config()
     if p["epochs"]:
         hp["epochs"] = p["epochs"]
-    labels = io.load_tensors(TRAIN, producer="download")
+    labels = load_data(TRAIN, producer="download")
     x = load_split(images, producer=images_producer)
     data.check_counts(x, labels, images_source=str(images), labels_source=str(TRAIN), producer=images_producer)
     summary: dict = {}
@@ -71,4 +108,4 @@ def train_tuned_on(stage: str, images: Path, images_producer: str, checkpoint: s
                                         seed=p["seed"], device=p["device"], on_epoch=on_epoch, progress=True)
         summary.update(result.metrics)
         io.save_checkpoint(CHECKPOINTS[checkpoint], model, kind="cnn", config=model.config,
-                           meta={"train_set": checkpoint, **result.metrics})
+                           meta={"train_set": checkpoint, **result.metrics}, stage=stage)

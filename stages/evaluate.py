@@ -23,7 +23,7 @@ RUNS = {
 def main() -> None:
     p = section(load_params(), "evaluate")
     device = train.resolve_device(p["device"])
-    y = io.load_tensors(TEST, producer="download")["y_test"]
+    y = load_split(TEST, producer="download", keys=("y_test",))["y_test"]
     images = {}
     for name, (path, producer) in TEST_SETS.items():
         images[name] = load_split(path, producer=producer)["x_test"]

@@ -16,7 +16,7 @@ def main() -> None:
                                         on_epoch=on_epoch, progress=True)
         summary.update(result.metrics)
         io.save_checkpoint(CHECKPOINTS["baseline"], model, kind="cnn", config=model.config,
-                           meta={"train_set": "clean", **result.metrics})
+                           meta={"train_set": "clean", **result.metrics}, stage="train_baseline")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 import time
 
 from common import BEST_CONFIG, CHECKPOINTS, METRICS, PLOTS, TRAIN, load_params, load_split
-from mnistpipe import io, tracking, train, tune
+from mnistpipe import io, tracking, train, tune, tune_worker
 from mnistpipe.errors import run_stage
 from mnistpipe.params import section
 
@@ -12,11 +12,13 @@ def main() -> None:
     p = section(load_params(), "tune_cnn")
     d = load_split(TRAIN, producer="download")
     t0 = time.perf_counter()
+    # Workers of a shared study (local or on other machines) find the data, and check it, through the study.
+    meta = {"data": TRAIN.as_posix(), "data_sha256": tune_worker.data_fingerprint(TRAIN)} if p["storage"] else {}
     found = tune.tune_cnn(d["x_train"], d["y_train"], d["x_val"], d["y_val"], space=p["space"],
                           recipe=p["recipe"], n_trials=p["n_trials"], seed=p["seed"],
                           trial_train_size=p["trial_train_size"], storage=p["storage"],
                           study_name=p["study_name"], pruner_warmup_epochs=p["pruner_warmup_epochs"],
-                          device=p["device"])
+                          device=p["device"], n_workers=p["n_workers"], meta=meta)
     search_seconds = time.perf_counter() - t0
     hp = {**found.best_params, **p["recipe"]}
     summary: dict = {}
@@ -26,7 +28,7 @@ def main() -> None:
         summary.update(result.metrics, best_trial_val_acc=found.best_value, search_seconds=search_seconds,
                        n_trials=len(found.trials))
         io.save_checkpoint(CHECKPOINTS["tuned"], model, kind="cnn", config=model.config,
-                           meta={"train_set": "clean", **result.metrics})
+                           meta={"train_set": "clean", **result.metrics}, stage="tune_cnn")
     io.write_json(BEST_CONFIG, {"hyperparameters": hp, "best_trial_val_acc": found.best_value})
     with io.atomic_path(METRICS / "tune_cnn_trials.csv") as tmp:
         found.trials.to_csv(tmp, index=False)

@@ -11,6 +11,7 @@ from common import (
     TRAIN,
     load_params,
     load_split,
+    read_checked_json,
 )
 from mnistpipe import evaluate, io, models, noise, plots
 from mnistpipe.errors import PipelineError, run_stage
@@ -21,18 +22,17 @@ N_SAMPLES, N_DENOISED = 40, 10  # test images in samples.png; columns of denoisi
 COMPARED = {"clean": ("tuned", ["tune_cnn"]), "noisy": ("noisy", ["train_on_noisy"]),
             "denoised": ("denoised", ["train_on_denoised", "train_dae"])}
 REFERENCE = {"noisy": "tuned_on_noisy", "denoised": "tuned_on_denoised"}
+ACCURACIES = tuple(f"{m}.accuracy" for m in [*(m for m, _ in COMPARED.values()), *REFERENCE.values()])
 
 
 def _train_seconds(stage: str) -> float:
-    summary = io.read_json(METRICS / stage / "metrics.json", producer=stage)
-    if not isinstance(summary, dict) or "train_seconds" not in summary:
-        raise PipelineError(f"{METRICS / stage / 'metrics.json'} has no train_seconds; rerun `dvc repro {stage}`")
+    summary = read_checked_json(METRICS / stage / "metrics.json", producer=stage, numbers=("train_seconds",))
     return float(summary["train_seconds"])
 
 
 def main() -> None:
     p = section(load_params(), "visualize")
-    y_train = io.load_tensors(TRAIN, producer="download")["y_train"]
+    y_train = load_split(TRAIN, producer="download", keys=("y_train",))["y_train"]
     test = load_split(TEST, producer="download")
     x, y, n = test["x_test"], test["y_test"], len(test["y_test"])
     sets = {"clean": x, "noisy": load_split(NOISY_TEST, producer="add_awgn")["x_test"],
@@ -46,7 +46,7 @@ def main() -> None:
         raise PipelineError(f"visualize.sample_index={i} is out of range for {n} test images; use 0-{n - 1}")
     tuned = models.from_checkpoint(io.load_checkpoint(CHECKPOINTS["tuned"], kind="cnn", producer=PRODUCERS["tuned"]),
                                    path=str(CHECKPOINTS["tuned"]))
-    scores = io.read_json(METRICS / "evaluate.json", producer="evaluate")
+    scores = read_checked_json(METRICS / "evaluate.json", producer="evaluate", numbers=ACCURACIES)
     worst = io.read_json(METRICS / "evaluate" / "misclassified.json", producer="evaluate")
     conf = {m: evaluate.confusion_from_rows(io.read_json(PLOTS / "confusion" / f"{m}.json", producer="evaluate"))
             for m in scores}
@@ -63,7 +63,8 @@ def main() -> None:
         "misclassified": plots.misclassified(x, worst.get("tuned", []), title="Tuned CNN: most confident errors"),
         "noisy_example": plots.noisy_example(x[i], sets["noisy"][i], label=int(y[i]), psnr_db=psnr),
         "denoising": plots.denoising_grid({r: s[:N_DENOISED] for r, s in grid.items()}, labels=y[:N_DENOISED]),
-        "tsne": plots.tsne_figure({name: plots.tsne_embed(s[:k], perplexity=p["perplexity"], seed=p["seed"])
+        "tsne": plots.tsne_figure({name: plots.tsne_embed(s[:k], perplexity=p["perplexity"], seed=p["seed"],
+                                                          n_jobs=p["tsne_threads"])
                                    for name, s in sets.items()}, y[:k]),
         "comparison": plots.comparison(results, reference={lb: scores[r]["accuracy"] for lb, r in REFERENCE.items()},
                                        reference_label="clean-trained (tuned) model"),

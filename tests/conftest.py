@@ -17,6 +17,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -80,22 +81,67 @@ def mirror_dir() -> Path:
     return Path(os.environ.get(MIRROR_ENV, "").strip() or REPO_ROOT.parent / "shared" / "datasets" / "mnist").resolve()
 
 
+def in_ci() -> bool:
+    """True under CI (`CI` set to anything but empty, 0, false or no), where no test may skip."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def need(condition: object, reason: str) -> None:
+    """Stop the test unless `condition` holds: a skip with `reason` locally, a failure with it under CI.
+
+    The one way for a test to give up for want of something (the MNIST mirror, Chromium, git): a CI run must
+    exercise every test, so there a missing tool is an error of the CI machine, reported as such.
+    """
+    if condition:
+        return
+    if in_ci():
+        pytest.fail(f"cannot run under CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def require_mirror() -> Path:
+    """The local MNIST mirror holding the four .gz files (see `need` for when it is missing)."""
     path = mirror_dir()
     missing = [n for n in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
                            "t10k-labels-idx1-ubyte.gz") if not (path / n).is_file()]
-    if missing:
-        pytest.skip(f"MNIST mirror {path} lacks {', '.join(missing)} (set {MIRROR_ENV} to a directory of the "
-                    "four MNIST .gz files)")
+    need(not missing, f"MNIST mirror {path} lacks {', '.join(missing)} (set {MIRROR_ENV} to a directory of the "
+                      "four MNIST .gz files)")
     return path
+
+
+_CLOSED_PORT: list[socket.socket] = []
+
+
+def closed_port() -> int:
+    """A local TCP port that refuses every connection for the whole session.
+
+    The socket is bound but never listens, so connections to it are refused and no other process can take the
+    port over while the session holds it.
+    """
+    if not _CLOSED_PORT:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        _CLOSED_PORT.append(sock)
+    return _CLOSED_PORT[0].getsockname()[1]
+
+
+def offline_env(port: int | None = None) -> dict[str, str]:
+    """Environment that sends every http and https request of urllib to a proxy at 127.0.0.1:`port`, by default
+    a closed port: no public host can be reached, whatever the machine's network (tests/test_no_skips.py checks
+    that urllib honours it)."""
+    proxy = f"http://127.0.0.1:{closed_port() if port is None else port}"
+    return {**{k: proxy for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")},
+            "no_proxy": "", "NO_PROXY": ""}
 
 
 def stage_env(repo: Path | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for dvc and the stages of `repo`.
 
     The test's python comes first on PATH (dvc.yaml runs `python stages/...`), MNIST_MIRROR points to the local
-    mirror, `repo`/src comes first on PYTHONPATH (a copy runs its own code, not the editable install's), and torch
-    uses one thread (a tiny run on a small shared CPU is much faster that way, and every run uses the same count).
+    mirror and `repo`/src comes first on PYTHONPATH (a copy runs its own code, not the editable install's). Thread
+    settings are left as they are (OMP_NUM_THREADS / MKL_NUM_THREADS if the caller sets them, else torch's default
+    of all cores), as in a `dvc repro` typed by hand: the determinism tests then check the thread count the
+    pipeline really runs with, not a single-threaded special case.
     """
     env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
@@ -103,10 +149,17 @@ def stage_env(repo: Path | None = None, extra: dict[str, str] | None = None) -> 
     if repo is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(repo).resolve() / "src"),
                                                           env.get("PYTHONPATH", "")]))
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env.setdefault(var, "1")
     env.update(extra or {})
     return env
+
+
+def pipeline_threads() -> dict[str, str]:
+    """OMP_NUM_THREADS and MKL_NUM_THREADS pinned to the count a stage uses in the stage environment (torch asked in
+    a fresh process), for tests that compare runs made in different ways (queued vs serial)."""
+    proc = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                          env=stage_env(), capture_output=True, text=True, check=True)
+    n = proc.stdout.strip()
+    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}
 
 
 def sh(args: list[str], cwd: Path, *, env: dict[str, str] | None = None, check: bool = False,
@@ -309,6 +362,54 @@ def one_line_error(stderr: str, *needles: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# imports: which project files a stage really ran
+
+RECORD_ENV = "MNISTPIPE_RECORD_IMPORTS"
+# sitecustomize.py for the stage runs of `rerun_repo`: Python imports it at start-up from PYTHONPATH, and at exit
+# (after everything else, atexit being last-in first-out) it writes the file of every module loaded, lazy
+# imports inside functions included, to <$MNISTPIPE_RECORD_IMPORTS>/<pid>.txt. Child Python processes (workers)
+# inherit the variable and write their own file. A process ended by a signal or os._exit records nothing.
+IMPORT_RECORDER = """\
+import atexit
+import os
+import sys
+
+
+def _record(folder=os.environ.get("MNISTPIPE_RECORD_IMPORTS", "")):
+    if not folder:
+        return
+    files = {os.path.realpath(getattr(m, "__file__", None) or "") for m in list(sys.modules.values())}
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"{os.getpid()}.txt"), "w", encoding="utf-8") as out:
+        out.write("\\n".join(sorted(f for f in files if f.endswith(".py"))))
+
+
+atexit.register(_record)
+"""
+PROJECT_CODE = ("stages/", "src/mnistpipe/")
+
+
+def project_code(root: Path, files) -> set[str]:
+    """The files among `files` (absolute paths) that are project code under `root`, relative to it."""
+    root = Path(root).resolve()
+    out = set()
+    for f in files:
+        try:
+            rel = Path(f).resolve().relative_to(root).as_posix()
+        except ValueError:
+            continue
+        if rel.startswith(PROJECT_CODE):
+            out.add(rel)
+    return out
+
+
+def recorded_imports(root: Path, folder: Path) -> list[str]:
+    """Project files (relative to `root`) that IMPORT_RECORDER listed in `folder`, over every process."""
+    lines = [line for f in sorted(Path(folder).glob("*.txt")) for line in f.read_text(encoding="utf-8").splitlines()]
+    return sorted(project_code(root, lines))
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # fixtures
 
 
@@ -362,10 +463,15 @@ def repo_copy(tiny_repo, tmp_path):
 def rerun_repo(tiny_repo, tmp_path_factory):
     """A copy of `tiny_repo` in which every stage script (see `smoke_stages`) was run once more, directly, in order.
 
-    Returns (repo, results) with results[stage] = {rc, stdout, stderr, before, after, seconds}, before/after being
-    snapshots of the stage's declared outputs.
+    Returns (repo, results) with results[stage] = {rc, stdout, stderr, before, after, seconds, imports},
+    before/after being snapshots of the stage's declared outputs and imports the project files (stages/...,
+    src/mnistpipe/...) that the stage's Python processes loaded, lazy imports included (see IMPORT_RECORDER).
     """
     repo = copy_repo(tiny_repo, tmp_path_factory.mktemp("rerun") / "repo")
+    hook = tmp_path_factory.mktemp("import_hook")
+    (hook / "sitecustomize.py").write_text(IMPORT_RECORDER)
+    records = tmp_path_factory.mktemp("imports")
+    pythonpath = os.pathsep.join(filter(None, [str(repo.resolve() / "src"), str(hook), os.environ.get("PYTHONPATH")]))
     results = {}
     t_all = time.perf_counter()
     for stage in smoke_stages(repo):
@@ -373,9 +479,9 @@ def rerun_repo(tiny_repo, tmp_path_factory):
         before = snapshot(repo, outs)
         time.sleep(0.01)  # mtimes of rewritten files must differ even on a coarse clock
         t0 = time.perf_counter()
-        rc, out, err = run_stage(repo, stage)
+        rc, out, err = run_stage(repo, stage, env={"PYTHONPATH": pythonpath, RECORD_ENV: str(records / stage)})
         results[stage] = {"rc": rc, "stdout": out, "stderr": err, "before": before, "after": snapshot(repo, outs),
-                          "seconds": time.perf_counter() - t0}
+                          "seconds": time.perf_counter() - t0, "imports": recorded_imports(repo, records / stage)}
     TIMINGS["rerun_repo: every stage script once"] = time.perf_counter() - t_all
     return repo, results
 
@@ -384,6 +490,31 @@ def rerun_repo(tiny_repo, tmp_path_factory):
 def helpers():
     """This module, for test modules in sub-folders."""
     return _THIS
+
+
+def _skip_to_failure(report) -> None:
+    """Under CI, turn a skipped report into a failure that keeps the skip's reason."""
+    if not (in_ci() and report.skipped and not hasattr(report, "wasxfail")):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"skipped under CI, where no test may skip: {str(reason).removeprefix('Skipped: ')}"
+
+
+# The backstop behind `need`: any skip at all (pytest.skip, a skip/skipif mark, importorskip, a module-level skip)
+# fails the run under CI, so a CI machine that lacks something cannot pass by running fewer tests.
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    _skip_to_failure(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    report = yield
+    _skip_to_failure(report)
+    return report
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

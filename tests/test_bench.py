@@ -5,8 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from mnistpipe import bench
 
 MIRROR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"
@@ -19,12 +17,12 @@ def test_bench_imports_no_pipeline_tools():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_tiny_benchmark_run(tmp_path, monkeypatch):
+def test_tiny_benchmark_run(tmp_path, monkeypatch, helpers):
     import os
 
     mirror = os.environ.get("MNIST_MIRROR") or str(MIRROR)
-    if not (Path(mirror) / "t10k-labels-idx1-ubyte.gz").exists():
-        pytest.skip(f"no MNIST mirror at {mirror}; set MNIST_MIRROR")
+    helpers.need((Path(mirror) / "t10k-labels-idx1-ubyte.gz").exists(),
+                 f"no MNIST mirror at {mirror}; set MNIST_MIRROR")
     out_json = tmp_path / "bench.json"
     out = bench.main(["--mnist", mirror, "--device", "cpu", "--train-size", "512", "--ref-epochs", "1",
                       "--epochs", "1", "--checks", "2", "--dae-size", "128", "--tsne-size", "60",

@@ -13,8 +13,6 @@ import sys
 import zlib
 from pathlib import Path
 
-import pytest
-
 from mnistpipe import report_template
 
 CHROMIUM = next(
@@ -130,9 +128,9 @@ def tiny_png(side: int = 8) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary on PATH (Debian: apt-get install -y chromium)")
-@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
-def test_plots_render_offline(tmp_path: Path) -> None:
+def test_plots_render_offline(tmp_path: Path, helpers) -> None:
+    helpers.need(CHROMIUM, "no Chromium binary on PATH (Debian: apt-get install -y chromium)")
+    helpers.need(shutil.which("git"), "git is not installed")
     repo = tmp_path / "repo"
     repo.mkdir()
     run("git", "init", "-q", cwd=repo)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import http.client
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -30,6 +30,10 @@ FILES = {
     "test_labels": ("t10k-labels-idx1-ubyte", "27ae3e4e09519cfbb04c329615203637"),
 }
 IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801
+# No MNIST file, packed or unpacked, is larger than 47 MB: anything past this cap (fetched or decompressed) is
+# refused before it can fill the memory (a gzip bomb, a mirror that streams forever).
+MAX_FILE_BYTES = 64 * 2**20
+CHUNK = 2**16
 SIDE = 28
 
 
@@ -44,23 +48,107 @@ def mirror_list(environ: dict[str, str] | None = None) -> list[str]:
     return ([first] if first else []) + ([] if only and first else list(PUBLIC_MIRRORS))
 
 
-def fetch(mirror: str, filename: str, *, timeout: float = 30.0) -> bytes:
-    """Return the raw bytes of `filename` from `mirror`, a URL or a local directory (raises OSError)."""
+def _size(n: int) -> str:
+    return f"{n // 2**20} MiB" if n >= 2**20 else f"{n} bytes"
+
+
+def _read_capped(chunks, *, what: str, limit: int) -> bytes:
+    out = bytearray()
+    for chunk in chunks:
+        out += chunk
+        if len(out) > limit:
+            raise PipelineError(f"{what} is larger than {_size(limit)} (MNIST's largest file is 47 MB); "
+                                "it is not an MNIST file")
+    return bytes(out)
+
+
+def _http_chunks(url: str, *, timeout: float, deadline: float):
+    """Yield the body of `url` in chunks; raise TimeoutError once `deadline` (time.monotonic) has passed."""
+    late = TimeoutError(f"no complete file within {timeout:g} s (download.timeout)")
+
+    def left() -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise late
+        return remaining
+
+    try:
+        with urllib.request.urlopen(url, timeout=left()) as resp:  # noqa: S310 (http/https only)
+            # urllib's timeout bounds each socket read, not the whole body: a server that trickles a byte every
+            # few seconds would never time out. read1 returns what one read brings, so the deadline is checked
+            # often, and the socket's own timeout is cut to the time left where the response exposes its socket.
+            sock = getattr(getattr(resp.fp, "raw", None), "_sock", None)
+            while True:
+                if sock is not None:
+                    sock.settimeout(left())
+                chunk = resp.read1(CHUNK)
+                if not chunk:
+                    return
+                left()
+                yield chunk
+    except TimeoutError as exc:
+        if exc is late:
+            raise
+        raise late from exc
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, TimeoutError):
+            raise late from exc
+        raise
+
+
+def fetch(mirror: str, filename: str, *, timeout: float = 30.0, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """Return the raw bytes of `filename` from `mirror`, a URL or a local directory (raises OSError).
+
+    A URL must deliver the whole file within `timeout` seconds (TimeoutError otherwise); a file larger than
+    `max_bytes` is refused with a `PipelineError`.
+    """
+    what = f"{filename} at {mirror}"
     if "://" in mirror and not mirror.startswith("file://"):
         url = mirror.rstrip("/") + "/" + filename
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http/https only)
-            return resp.read()
-    directory = Path(mirror.removeprefix("file://"))
-    return (directory / filename).read_bytes()
+        return _read_capped(_http_chunks(url, timeout=timeout, deadline=time.monotonic() + timeout),
+                            what=what, limit=max_bytes)
+    path = Path(mirror.removeprefix("file://")) / filename
+    with open(path, "rb") as f:
+        return _read_capped(iter(lambda: f.read(CHUNK), b""), what=what, limit=max_bytes)
 
 
-def decompress_and_verify(raw: bytes, *, name: str, md5: str | None) -> bytes:
-    """Gunzip `raw` and check the MD5 of the result; every failure is a `PipelineError` naming `name`."""
+def gunzip_capped(raw: bytes, *, name: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """Gunzip `raw` (all its members) without ever holding more than `max_bytes` of output.
+
+    A gzip bomb (a small .gz that expands to gigabytes) is refused as soon as the output passes the cap.
+    """
+    out = bytearray()
+    rest = memoryview(raw)
     try:
-        data = gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
-        kind = "truncated" if isinstance(exc, EOFError) else "not a valid gzip file"
-        raise PipelineError(f"{name}.gz is {kind} ({exc})") from exc
+        while True:
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            pos = 0
+            while not d.eof:
+                if d.unconsumed_tail:
+                    piece = d.unconsumed_tail
+                else:
+                    piece, pos = rest[pos:pos + CHUNK], pos + CHUNK
+                before = len(out)
+                # max_length: however small the input, one call never expands past the cap.
+                out += d.decompress(piece, max_bytes + 1 - len(out))
+                if len(out) > max_bytes:
+                    raise PipelineError(f"{name}.gz decompresses to more than {_size(max_bytes)} (MNIST's "
+                                        "largest file is 47 MB); it is not an MNIST file (a gzip bomb?)")
+                if not piece and len(out) == before and not d.eof:
+                    raise EOFError("compressed file ended before the end-of-stream marker was reached")
+            rest = memoryview(d.unused_data)
+            if not bytes(rest).strip(b"\0"):  # nothing left but the zero padding that gzip tolerates too
+                return bytes(out)
+    except zlib.error as exc:
+        raise PipelineError(f"{name}.gz is not a valid gzip file ({exc})") from exc
+    except EOFError as exc:
+        raise PipelineError(f"{name}.gz is truncated ({exc})") from exc
+
+
+def decompress_and_verify(raw: bytes, *, name: str, md5: str | None, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """Gunzip `raw` (at most `max_bytes` of output) and check the MD5 of the result; every failure is a
+    `PipelineError` naming `name`."""
+    data = gunzip_capped(raw, name=name, max_bytes=max_bytes)
     if md5 is not None:
         got = hashlib.md5(data, usedforsecurity=False).hexdigest()  # integrity check, as published
         if got != md5:
@@ -72,6 +160,7 @@ def download(mirrors: list[str], dest: str | os.PathLike, *, timeout: float = 30
              checksums: bool = True) -> dict[str, bytes]:
     """Fetch and verify the four files, trying each mirror in turn per file.
 
+    `timeout` bounds the whole fetch of one file from one mirror (a slow mirror is then dropped for the next).
     Each verified .gz is written atomically into `dest`. Returns the decompressed bytes by key of `FILES`.
     Raises one `PipelineError` listing every mirror tried and why it failed when a file cannot be had.
     """

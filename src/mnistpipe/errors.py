@@ -1,7 +1,12 @@
-"""One error path: user errors become one line on stderr and exit status 2; bugs keep their traceback."""
+"""One error path: user errors become one line on stderr and exit status 2; bugs keep their traceback.
+
+Ctrl-C (SIGINT) ends a stage with one line and exit status 130 (128 + SIGINT, the shell's convention).
+Every stage runs inside a `transaction.transaction()`, so a failed or interrupted stage changes no output.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import sys
@@ -10,27 +15,70 @@ import traceback
 from collections.abc import Callable
 
 TRACEBACK_ENV = "MNISTPIPE_TRACEBACK"
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+# What to do about the OS errors that writing an output can meet.
+_OS_ERROR_FIXES = {
+    errno.ENOSPC: "free some disk space and rerun",
+    errno.EDQUOT: "free some space within your disk quota and rerun",
+    errno.EFBIG: "the file is larger than this system allows (ulimit -f?); raise the limit and rerun",
+    errno.EROFS: "the file system is read-only; make it writable or run from a writable copy",
+    errno.EACCES: "make it writable and rerun",
+    errno.EPERM: "make it writable (and not immutable) and rerun",
+    errno.EISDIR: "a directory is in the way; remove it and rerun",
+    errno.ENOTDIR: "a file is in the way of a directory; remove it and rerun",
+    errno.ENOTEMPTY: "a non-empty directory is in the way; remove it and rerun",
+    errno.EMFILE: "too many open files; raise the limit (ulimit -n) and rerun",
+    errno.EIO: "the disk reported an input/output error; check it and rerun",
+}
 
 
 class PipelineError(Exception):
     """A problem the user can fix (bad data, bad params, missing inputs); the message says how."""
 
 
-def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's `main`, turning a `PipelineError` into a one-line message and exit status 2.
+def describe_os_error(exc: OSError) -> str:
+    """`exc`'s reason and how to fix it, in a few words (no file name: the caller names the output)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    fix = _OS_ERROR_FIXES.get(exc.errno, "check that the location is writable and has free space, then rerun")
+    return f"{reason} ({fix})"
 
-    Set MNISTPIPE_TRACEBACK=1 (or pass --traceback) to see the full traceback of a user error too.
+
+def _fail(message: str, status: int, show_tb: bool) -> None:
+    if show_tb:
+        traceback.print_exc()
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)  # always one line, whatever the message held
+    sys.exit(status)
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Run a stage's `main` in a transaction, turning a `PipelineError` into a one-line message and exit status 2.
+
+    Every output the stage writes with `io.atomic_path` / `io.atomic_dir` is renamed into place only when `main`
+    returns, all together. An `OSError` that escapes (disk full, read-only file system) is a user error too, and
+    Ctrl-C exits with status 130 and one line. Set MNISTPIPE_TRACEBACK=1 (or pass --traceback) to see the full
+    traceback of a user error too.
     """
+    from .transaction import transaction  # imported here: transaction imports PipelineError from this module
+
     show_tb = os.environ.get(TRACEBACK_ENV, "") not in ("", "0") or "--traceback" in sys.argv
     t0 = time.perf_counter()
+    txn = None
     try:
-        main()
+        with transaction() as txn:
+            main()
     except PipelineError as exc:
-        if show_tb:
-            traceback.print_exc()
-        message = " ".join(str(exc).split())  # always one line, whatever the message contained
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+        _fail(str(exc), EXIT_USER_ERROR, show_tb)
+    except KeyboardInterrupt:
+        done = ("after all its outputs were written" if txn is not None and txn.committed
+                else "before writing anything; every output is unchanged")
+        _fail(f"interrupted (Ctrl-C) {done}; rerun the stage to finish it", EXIT_INTERRUPTED, show_tb)
+    except OSError as exc:
+        if exc.errno not in _OS_ERROR_FIXES:
+            raise  # FileNotFoundError and the like from a stage's own code are bugs: keep the traceback
+        where = f" {exc.filename}" if exc.filename else ""
+        _fail(f"cannot access{where}: {describe_os_error(exc)}; no output was changed", EXIT_USER_ERROR, show_tb)
     # ru_maxrss is in KiB on Linux: the stage's peak memory, for the README's resource table.
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     stage = os.path.splitext(os.path.basename(sys.argv[0]))[0] or "stage"

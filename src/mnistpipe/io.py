@@ -1,7 +1,13 @@
 """Atomic file output, tensor files and checkpoints.
 
-Every writer goes through `atomic_path`: the file is written under a temporary name in the same directory
-and renamed into place only when complete, so a crash never leaves a file that looks finished.
+Every writer goes through `atomic_path` (or `atomic_dir` for a folder): the output is written under a temporary
+name in the same directory and renamed into place only when complete, so a crash never leaves a file that looks
+finished. Inside a `transaction.transaction()` (every stage runs in one) the renames wait until the stage ends
+and happen together, so a stage's outputs change together or not at all.
+
+Test-only hook: MNISTPIPE_TEST_PAUSE_BEFORE_COMMIT=<file> makes the process write <file> (the outputs about to
+be replaced, one per line) and sleep right before it renames anything, so a test can kill it in that window;
+see `transaction.pause_before_commit`. Never set it outside the tests.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from typing import Any
 
 import torch
 
-from .errors import PipelineError
+from . import transaction
+from .errors import PipelineError, describe_os_error
 
 
 def _umask() -> int:
@@ -28,18 +35,24 @@ def _umask() -> int:
     return mask
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
 def _remove_stale(path: Path) -> None:
-    """Delete temporaries that a killed run (SIGKILL skips every cleanup) left beside `path`."""
+    """Clean up what a killed run (SIGKILL skips every cleanup) left beside `path`.
+
+    Its temporaries go. A `.NAME.old` is the previous version of `path`, moved aside by a commit that was killed
+    before it finished: it comes back when `path` itself is missing, else it goes.
+    """
+    txn = transaction.current()
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        _remove(stale)
-    _remove(path.with_name(f".{path.name}.old"))
+        if txn is None or not txn.holds(stale):
+            transaction.remove(stale)
+    old = transaction.old_path(path)
+    if (old.exists() or old.is_symlink()) and not (path.exists() or path.is_symlink()):
+        os.replace(old, path)
+    transaction.remove(old)
+
+
+def _write_error(path: Path, exc: OSError) -> PipelineError:
+    return PipelineError(f"cannot write {path}: {describe_os_error(exc)}; no output was changed")
 
 
 def _temp_beside(path: Path, *, directory: bool) -> Path:
@@ -61,33 +74,79 @@ def _temp_beside(path: Path, *, directory: bool) -> Path:
         ) from exc
 
 
+def _swap_in(tmp: Path, path: Path, *, directory: bool, txn: transaction.Transaction | None) -> None:
+    """Rename the finished `tmp` onto `path` now (no transaction, or `path` lies inside a pending temporary)."""
+    if txn is None:  # inside a transaction, its commit announces the outputs
+        transaction.pause_before_commit([path])
+    try:
+        if not directory:
+            os.replace(tmp, path)
+            return
+        old = transaction.old_path(path)
+        transaction.remove(old)
+        if path.exists() or path.is_symlink():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        transaction.remove(old)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds.
+
+    Inside a transaction the rename waits for the transaction's commit. An OSError in the block (disk full...)
+    becomes a `PipelineError` naming `path`.
+    """
     path = Path(path)
+    txn = transaction.current()
     tmp = _temp_beside(path, directory=False)
+    handed_over = False
     try:
-        yield tmp
-        os.replace(tmp, path)
+        try:
+            yield tmp
+        except OSError as exc:
+            raise _write_error(path, exc) from exc
+        if txn is not None and txn.defers(path):
+            txn.add(tmp, path, directory=False)
+            handed_over = True
+        else:
+            _swap_in(tmp, path, directory=False, txn=txn)
     finally:
-        tmp.unlink(missing_ok=True)
+        if not handed_over:
+            tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a fresh temporary directory next to `path`; swap it in for `path` only if the block succeeds."""
+    """Yield a fresh temporary directory next to `path`; swap it in for `path` only if the block succeeds.
+
+    Inside a transaction the swap waits for the transaction's commit; outputs written inside the temporary
+    directory are renamed within it at once, since the directory's own swap carries them.
+    """
     path = Path(path)
+    txn = transaction.current()
+    deferred = txn is not None and txn.defers(path)
     tmp = _temp_beside(path, directory=True)
+    handed_over = False
+    if deferred:
+        txn.open_dir(tmp)
     try:
-        yield tmp
-        old = path.with_name(f".{path.name}.old")
-        _remove(old)
-        if path.exists() or path.is_symlink():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        _remove(old)
+        try:
+            yield tmp
+        except OSError as exc:
+            raise _write_error(path, exc) from exc
+        if deferred:
+            txn.add(tmp, path, directory=True)
+            handed_over = True
+        else:
+            _swap_in(tmp, path, directory=True, txn=txn)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not handed_over:
+            if deferred:
+                txn.drop_dir(tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -140,19 +199,26 @@ def load_tensors(path: str | os.PathLike, *, producer: str) -> dict[str, Any]:
 
 
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, *, kind: str, config: dict,
-                    meta: dict | None = None) -> None:
-    """Save the model's config and state_dict (tensors on CPU) atomically.
+                    meta: dict | None = None, stage: str | None = None) -> None:
+    """Save the model's config and state_dict (tensors on CPU) atomically; `stage` records who wrote it.
 
     Timings (keys ending in `_seconds`) are left out of `meta`: they differ on every run, and the same weights
     must give the same bytes, or DVC would see a new checkpoint and rerun everything downstream.
     """
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     meta = {k: v for k, v in (meta or {}).items() if not k.endswith("_seconds")}
-    save_tensors(path, {"kind": kind, "config": dict(config), "state_dict": state, "meta": meta})
+    ckpt = {"kind": kind, "config": dict(config), "state_dict": state, "meta": meta}
+    if stage is not None:
+        ckpt["stage"] = stage
+    save_tensors(path, ckpt)
 
 
 def load_checkpoint(path: str | os.PathLike, *, kind: str, producer: str) -> dict[str, Any]:
-    """Load a checkpoint of the given `kind` ("cnn" or "dae") and check its structure."""
+    """Load a checkpoint of the given `kind` ("cnn" or "dae") written by stage `producer`; check its structure.
+
+    A checkpoint that records another stage (models/tuned.pt copied over models/baseline.pt) is refused. One
+    that records none (written before stages were recorded, or by a library user) is accepted.
+    """
     ckpt = load_tensors(path, producer=producer)
     if not isinstance(ckpt, dict) or not {"kind", "config", "state_dict"} <= set(ckpt):
         raise PipelineError(f"{path} is not a checkpoint of this project; rerun `dvc repro {producer}`")
@@ -160,4 +226,7 @@ def load_checkpoint(path: str | os.PathLike, *, kind: str, producer: str) -> dic
         raise PipelineError(
             f"{path} holds a {ckpt['kind']!r} model but a {kind!r} model is expected; rerun `dvc repro {producer}`"
         )
+    made_by = ckpt.get("stage")
+    if made_by is not None and made_by != producer:
+        raise PipelineError(f"{path} was written by {made_by}, not {producer}; rerun `dvc repro {producer}`")
     return ckpt

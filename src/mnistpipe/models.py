@@ -6,25 +6,7 @@ import torch
 from torch import nn
 
 from .errors import PipelineError
-
-SIDE = 28
-
-
-def conv_out(size: int, kernel_size: int, stride: int) -> int:
-    """Spatial size after a Conv2d with padding kernel_size // 2."""
-    return (size + 2 * (kernel_size // 2) - kernel_size) // stride + 1
-
-
-def cnn_feature_side(*, kernel_size: int, stride: int, n_blocks: int, convs_per_block: int = 1) -> int:
-    """Side of the last feature map; <= 0 means the kernel/stride combination leaves no spatial output."""
-    side = SIDE
-    for i in range(n_blocks):
-        for j in range(convs_per_block):
-            side = conv_out(side, kernel_size, stride if i == j == 0 else 1)
-            if side <= 0:
-                return 0
-        side //= 2
-    return side
+from .geometry import cnn_feature_side
 
 
 class CNN(nn.Module):

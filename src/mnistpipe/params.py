@@ -9,10 +9,19 @@ from __future__ import annotations
 import difflib
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from .errors import PipelineError
-from .models import cnn_feature_side
+from .geometry import cnn_feature_side
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -95,12 +104,30 @@ class Space(_Strict):
 class TuneCnn(_Strict):
     n_trials: int = Field(ge=1)
     trial_train_size: int = Field(ge=0, description="0 = the whole training split")
-    storage: str
+    storage: str = Field(description="Optuna RDB URL (postgresql+psycopg2://..., sqlite:///...); empty = in memory")
+    n_workers: int = Field(ge=1, le=256, description="local worker processes; > 1 needs an RDB storage")
     study_name: str = Field(min_length=1)
     pruner_warmup_epochs: int = Field(ge=0)
     space: Space
     recipe: Recipe
     device: Device
+
+    # Field validators (not a model one) so the error line names the key and shows its value, not the section.
+    @field_validator("storage")
+    @classmethod
+    def _rdb_url(cls, v: str) -> str:
+        if v and "://" not in v:
+            raise ValueError("must be empty or an Optuna RDB URL such as sqlite:///../tune.db or "
+                             "postgresql+psycopg2://user@host/db")
+        return v
+
+    @field_validator("n_workers")
+    @classmethod
+    def _workers_share_a_storage(cls, v: int, info: ValidationInfo) -> int:
+        if v > 1 and not info.data.get("storage"):
+            raise ValueError("above 1 needs tune_cnn.storage (an RDB URL the workers share, e.g. "
+                             "sqlite:///../tune.db)")
+        return v
 
 
 class Retrain(_Strict):
@@ -132,6 +159,7 @@ class Evaluate(_Strict):
 class Visualize(_Strict):
     tsne_size: int = Field(ge=10)
     perplexity: float = Field(gt=0)
+    tsne_threads: int = Field(ge=1)
     sample_index: int = Field(ge=0)
 
 
@@ -225,4 +253,20 @@ def tuned_hyperparameters(best: Any, *, source: str) -> dict[str, Any]:
     hp = best.get("hyperparameters") if isinstance(best, dict) else None
     if not isinstance(hp, dict) or set(hp) != set(CNN_KEYS) | set(Recipe.model_fields):
         raise PipelineError(f"{source} does not hold the expected hyperparameters; rerun `dvc repro tune_cnn`")
+    # The values too, with params.yaml's own rules: an edited file ("kernel_size": "7", dropout 1.5) must fail
+    # here with one line, not deep inside torch.
+    try:
+        checked = _TunedHyperparameters.model_validate(hp)
+    except ValidationError as exc:
+        raise PipelineError(f"{source}: {_describe(exc.errors()[0])}; rerun `dvc repro tune_cnn`") from None
+    if cnn_feature_side(kernel_size=checked.kernel_size, stride=checked.stride, n_blocks=len(checked.channels),
+                        convs_per_block=checked.convs_per_block) <= 0:
+        raise PipelineError(f"{source}: kernel_size={checked.kernel_size} with stride={checked.stride} leaves no "
+                            "spatial output on 28x28 images; rerun `dvc repro tune_cnn`")
     return hp
+
+
+# tune_cnn's best configuration: the six top-level hyperparameters (same rules as in Params) plus the recipe.
+_TunedHyperparameters = create_model(
+    "TunedHyperparameters", __base__=Recipe,
+    **{k: (Params.model_fields[k].annotation, Params.model_fields[k]) for k in CNN_KEYS})

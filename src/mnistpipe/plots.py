@@ -175,12 +175,13 @@ def denoising_grid(rows: Mapping[str, Any], *, labels: Any = None) -> Figure:
 
 
 def tsne_embed(x: Any, *, perplexity: float, seed: int, max_iter: int = 500, n_jobs: int | None = None) -> np.ndarray:
-    """2-D t-SNE embedding (N, 2) of images (flattened pixels); the same input and seed give the same output.
+    """2-D t-SNE embedding (N, 2) of images (flattened pixels).
 
-    500 iterations (250 of them early exaggeration) rather than sklearn's 1000: the clusters are settled by
-    then, and it halves the time. `n_jobs` threads (default: every core this process may use) share the
-    Barnes-Hut gradient; each point's force is summed by one thread, so the embedding is the same for any
-    thread count (tested), and two threads take 10k images from 38 s to 22 s on a 2-core machine.
+    The same input, seed and `n_jobs` give the same output. Another thread count can give a different
+    embedding (it does on some CPUs), so callers whose output must not depend on the machine pass `n_jobs`
+    explicitly; the default, every core this process may use, suits timing runs only. 500 iterations (250 of
+    them early exaggeration) rather than sklearn's 1000: the clusters are settled by then, and it halves the
+    time. Two threads take 10k images from 38 s to 22 s on a 2-core machine.
     """
     from sklearn.manifold import TSNE  # imported here: sklearn's manifold module is slow to import
     from threadpoolctl import threadpool_limits  # installed with scikit-learn, which uses it itself

@@ -8,6 +8,7 @@ a second `dvc repro` must do nothing; a typo in params.yaml must stop `dvc repro
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -94,22 +95,42 @@ def test_second_repro_reruns_nothing(tiny_repo, helpers):
     assert helpers.git(tiny_repo, "status", "--porcelain").stdout == ""
 
 
-def test_param_typo_stops_repro_with_one_line(tiny_repo, helpers):
-    params = tiny_repo / "params.yaml"
-    text = params.read_text()
-    assert "\ndropout:" in text
-    params.write_text(text.replace("\ndropout:", "\ndroput:", 1))
-    try:
-        proc = helpers.dvc(tiny_repo, "repro")
-    finally:
-        helpers.git(tiny_repo, "checkout", "--", "params.yaml")
-    assert proc.returncode != 0, proc.stdout[-3000:]
-    # dvc adds its own "ERROR: failed to reproduce ..." line; the stage's message is one line that names the typo.
-    ours = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error:")]
-    assert len(ours) == 1, f"expected one 'error:' line from the stage:\n{proc.stderr[-3000:]}"
-    assert "droput" in ours[0], ours[0]
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert helpers.git(tiny_repo, "status", "--porcelain").stdout == ""
+# A stray key beside an intact one, so nothing but the whole-file check can catch it: train_baseline declares
+# `dropout` and train_dae its whole section, and both would run fine with the typo ignored.
+TYPOS = {
+    "top_level": (("droput",), 0, "droput"),
+    "in_section": (("train_dae", "widht"), 4, "train_dae.widht"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TYPOS))
+def test_param_typo_stops_repro_with_one_line(repo_copy, helpers, case):
+    keys, value, named = TYPOS[case]
+
+    def add_stray_key(params: dict) -> None:
+        node = params
+        for key in keys[:-1]:
+            node = node[key]
+        assert keys[-1] not in node and (case != "in_section" or "width" in node)
+        node[keys[-1]] = value
+
+    outputs = ["dvc.lock", *(rel for stage in helpers.dvc_stages(repo_copy)
+                             for rel in helpers.stage_outputs(repo_copy, stage))]
+    before = helpers.snapshot(repo_copy, outputs)
+    helpers.edit_params(repo_copy, add_stray_key)
+    assert "dropout" in helpers.read_params(repo_copy)
+    proc = helpers.dvc(repo_copy, "repro")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    # dvc adds its own "ERROR: failed to reproduce ..." line; the stage's message is one line that names the key.
+    ours = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(ours) == 1, f"expected one 'error:' line from the stage:\n{out[-3000:]}"
+    assert f"unknown key '{named}'" in ours[0], ours[0]
+    assert "Traceback" not in out, out[-3000:]
+    ran = re.findall(r"Running stage '([^']+)'", out)
+    assert ran == ["validate_params"], f"stages that ran: {ran}\n{out[-3000:]}"
+    assert helpers.snapshot(repo_copy, outputs) == before, "a failed repro changed outputs or dvc.lock"
+    assert helpers.git(repo_copy, "status", "--porcelain").stdout.split() == ["M", "params.yaml"]
 
 
 def test_exp_run_set_param_and_metrics_diff(repo_copy, helpers):

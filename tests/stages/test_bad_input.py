@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import random
 import shutil
-import socket
 import time
 from pathlib import Path
-from urllib.parse import urlparse
-
-import pytest
 
 
 def _run_broken(helpers, repo: Path, stage: str, *, env=None, guard=()):
@@ -118,32 +114,24 @@ def test_metrics_directory_is_a_file(repo_copy, helpers):
 # no data
 
 
-def _public_mirror_reachable() -> bool:
-    from mnistpipe.data import PUBLIC_MIRRORS
-
-    for url in PUBLIC_MIRRORS:
-        u = urlparse(url)
-        try:
-            socket.create_connection((u.hostname, u.port or (443 if u.scheme == "https" else 80)), timeout=3).close()
-            return True
-        except OSError:
-            continue
-    return False
-
-
 def test_download_without_any_mirror(repo_copy, helpers, tmp_path):
-    """MNIST_MIRROR is an empty folder and the public mirrors are unreachable: the message lists what was tried."""
-    if _public_mirror_reachable():
-        pytest.skip("a public MNIST mirror is reachable from here, so the download cannot fail")
+    """MNIST_MIRROR is an empty folder and the public mirrors are unreachable: the message lists what was tried.
+
+    The test cuts the network itself: helpers.offline_env sends every http(s) request to a closed local port
+    (tests/test_no_skips.py checks that urllib honours it), so each public mirror fails with "refused".
+    """
     from mnistpipe.data import PUBLIC_MIRRORS
 
     empty = tmp_path / "empty_mirror"
     empty.mkdir()
     t0 = time.perf_counter()
     line = _expect_error(helpers, repo_copy, "download", str(empty), *PUBLIC_MIRRORS, "MNIST_MIRROR",
-                         env={"MNIST_MIRROR": str(empty)})
+                         env={"MNIST_MIRROR": str(empty), "MNIST_MIRROR_ONLY": "", **helpers.offline_env()})
     helpers.TIMINGS["download with no reachable mirror (whole stage)"] = time.perf_counter() - t0
     assert "could not get" in line
+    for url in PUBLIC_MIRRORS:
+        why = line.split(url, 1)[1].split("; ")[0]
+        assert "refused" in why.lower(), f"{url} did not go to the closed proxy port ({why!r}): {line}"
 
 
 # ----------------------------------------------------------------------------------------------------------------

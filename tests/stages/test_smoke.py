@@ -26,8 +26,7 @@ def _stages() -> list[str]:
 
 @pytest.mark.parametrize("stage", _stages())
 def test_stage_script_runs_and_rewrites_outputs(stage, tiny_repo, rerun_repo, helpers):
-    if not (tiny_repo / "stages" / f"{stage}.py").is_file():
-        pytest.skip(f"stages/{stage}.py does not exist yet")
+    helpers.need((tiny_repo / "stages" / f"{stage}.py").is_file(), f"stages/{stage}.py does not exist yet")
     repo, results = rerun_repo
     res = results[stage]
     assert res["rc"] == 0, f"stages/{stage}.py exited with {res['rc']}:\n{res['stderr'][-4000:]}"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.server
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -317,3 +320,103 @@ def test_check_counts_names_both_files_and_the_stage():
         data.check_counts(images, {"y_train": torch.zeros(5), "y_val": torch.zeros(3)}, images_source="a.pt",
                           labels_source="b.pt", producer="add_awgn")
     assert str(exc.value) == "a.pt has 2 val images but b.pt has 3 labels; rerun `dvc repro add_awgn`"
+
+
+# ---------------------------------------------------------------- hostile mirrors and files
+
+
+class _MirrorHandler(http.server.BaseHTTPRequestHandler):
+    """Serves `server.files` by name; with `server.trickle`, answers 200 and then one byte every 0.3 s."""
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        srv = self.server
+        if srv.trickle:
+            self.send_response(200)
+            self.send_header("Content-Length", str(10**6))
+            self.end_headers()
+            while not srv.stop.is_set():
+                try:
+                    self.wfile.write(b"\x1f")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                srv.stop.wait(0.3)
+            return
+        body = srv.files.get(self.path.rsplit("/", 1)[-1])
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_mirror(monkeypatch):
+    """Start loopback HTTP mirrors: `http_mirror(files)` serves files, `http_mirror(trickle=True)` trickles."""
+    for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    servers = []
+
+    def start(files=None, *, trickle=False) -> str:
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MirrorHandler)
+        srv.daemon_threads = True
+        srv.files, srv.trickle, srv.stop = files or {}, trickle, threading.Event()
+        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.server_address[1]}/mnist/"
+
+    yield start
+    for srv in servers:
+        srv.stop.set()
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_download_over_http(labels_only, real_gz, real_raw, http_mirror, tmp_path):
+    url = http_mirror({gz_name(k): real_gz[k] for k in SMALL})
+    out = data.download([url], tmp_path / "dest", timeout=10)
+    assert out == {k: real_raw[k] for k in SMALL}
+    assert (tmp_path / "dest" / gz_name("test_labels")).read_bytes() == real_gz["test_labels"]
+
+
+def test_trickling_mirror_hits_the_whole_file_deadline(labels_only, http_mirror, tmp_path):
+    """A mirror that answers 200 and then sends a byte every 0.3 s never trips urllib's per-read timeout;
+    the whole-file deadline (download.timeout) ends it."""
+    url = http_mirror(trickle=True)
+    t0 = time.monotonic()
+    with pytest.raises(PipelineError) as exc:
+        data.download([url], tmp_path / "dest", timeout=1.0)
+    assert time.monotonic() - t0 < 5
+    msg = one_line(exc)
+    assert url in msg and "no complete file within 1 s (download.timeout)" in msg
+
+
+def test_trickling_mirror_falls_through_to_the_next(labels_only, real_gz, real_raw, http_mirror, tmp_path):
+    slow = http_mirror(trickle=True)
+    good = http_mirror({gz_name(k): real_gz[k] for k in SMALL})
+    t0 = time.monotonic()
+    out = data.download([slow, good], tmp_path / "dest", timeout=0.8)
+    assert out == {k: real_raw[k] for k in SMALL}
+    assert time.monotonic() - t0 < 8  # 0.8 s per file on the slow mirror, then the good one
+
+
+def test_gunzip_capped_reads_concatenated_members_and_padding(real_raw):
+    a, b = real_raw["test_labels"][:5000], real_raw["test_labels"][5000:]
+    raw = gzip.compress(a) + gzip.compress(b) + bytes(64)
+    assert data.gunzip_capped(raw, name="x") == a + b
+    with pytest.raises(PipelineError, match="more than 9000 bytes"):
+        data.gunzip_capped(raw, name="x", max_bytes=9000)
+    with pytest.raises(PipelineError, match="not a valid gzip file"):
+        data.gunzip_capped(gzip.compress(a) + b"junk after the member", name="x")
+
+
+def test_fetch_refuses_a_file_over_the_cap(tmp_path):
+    (tmp_path / "big.gz").write_bytes(bytes(5000))
+    assert data.fetch(str(tmp_path), "big.gz", max_bytes=5000) == bytes(5000)
+    with pytest.raises(PipelineError, match="big.gz at .* is larger than"):
+        data.fetch(str(tmp_path), "big.gz", max_bytes=4999)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mnistpipe.errors import TRACEBACK_ENV, PipelineError, run_stage
+from mnistpipe import io
+from mnistpipe.errors import TRACEBACK_ENV, PipelineError, describe_os_error, run_stage
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -130,3 +132,61 @@ def test_stage_with_a_typo_in_params(tmp_path):
     lines = p.stderr.splitlines()
     assert len(lines) == 1, p.stderr
     assert lines[0].startswith("error: params.yaml: unknown key 'droput' (did you mean 'dropout'?)")
+
+
+def test_os_errors_name_a_fix():
+    assert describe_os_error(OSError(errno.EROFS, "Read-only file system")).startswith(
+        "Read-only file system (the file system is read-only")
+    assert "free some disk space" in describe_os_error(OSError(errno.ENOSPC, "No space left on device"))
+    assert "check that the location is writable" in describe_os_error(OSError(errno.ENXIO, "No such device"))
+
+
+@pytest.mark.parametrize("exc", [OSError(errno.ENOSPC, "No space left on device", "out/m.json"),
+                                 PermissionError(errno.EPERM, "Operation not permitted", "out/m.json")])
+def test_write_os_error_is_one_line_and_exit_2(clean_env, capsys, exc):
+    def full_disk() -> None:
+        raise exc
+
+    with pytest.raises(SystemExit) as stop:
+        run_stage(full_disk)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: cannot access out/m.json: {exc.strerror} (")
+
+
+def test_a_missing_file_in_stage_code_stays_a_bug(clean_env, capsys):
+    def bug() -> None:
+        open("/nonexistent/dir/file")  # noqa: SIM115
+
+    with pytest.raises(FileNotFoundError):
+        run_stage(bug)
+    assert capsys.readouterr().err == ""
+
+
+def test_keyboard_interrupt_is_one_line_and_exit_130(clean_env, capsys, tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+
+    def interrupted() -> None:
+        io.write_text(target, "new")
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as stop:
+        run_stage(interrupted)
+    assert stop.value.code == 130
+    assert capsys.readouterr().err == ("error: interrupted (Ctrl-C) before writing anything; every output is "
+                                       "unchanged; rerun the stage to finish it\n")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_run_stage_commits_outputs_together(clean_env, capsys, tmp_path):
+    seen = []
+
+    def stage() -> None:
+        io.write_text(tmp_path / "a.txt", "a")
+        io.write_text(tmp_path / "b.txt", "b")
+        seen.append(sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")))
+
+    run_stage(stage)
+    assert seen == [[]]  # nothing in place while the stage ran
+    assert (tmp_path / "a.txt").read_text() == "a" and (tmp_path / "b.txt").read_text() == "b"

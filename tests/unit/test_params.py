@@ -110,6 +110,7 @@ def test_out_of_range_top_level(raw, key, value):
 @pytest.mark.parametrize("section, key, value", [
     ("add_awgn", "std", -0.1),
     ("visualize", "tsne_size", 5),
+    ("visualize", "tsne_threads", 0),
     ("download", "val_size", 0),
     ("train_dae", "lr", 0),
     ("train_baseline", "label_smoothing", 1.0),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ from mnistpipe import models, train
 from mnistpipe.errors import PipelineError
 
 N_TRAIN, N_VAL, BATCH = 320, 64, 64  # 5 steps per epoch
+# Real MNIST for the learning test: training images from the start of the test file, held-out ones from its end.
+LEARN_TRAIN, LEARN_HELD, LEARN_EPOCHS = 2000, 1000, 4
 SMALL_CNN = dict(kernel_size=3, stride=1, dropout=0.2, channels=(4, 8), hidden=16, weight_decay=5e-4,
                  device="cpu")
 
@@ -67,10 +70,12 @@ def test_same_seed_is_bit_identical(baseline, cnn_data):
     model_b, result_b = train.train_cnn(*cnn_data, lr=3e-3, epochs=1, batch_size=BATCH, seed=0, **SMALL_CNN)
     assert same_state(model_a, model_b)
     assert without_time(result_a.metrics) == without_time(result_b.metrics)
-    # and the weights did move away from their seeded initialisation
+    # and the optimizer did step: parameters, not just BatchNorm's running statistics (which move in any
+    # forward pass in training mode), left their seeded initialisation
     torch.manual_seed(0)
     init = models.CNN(kernel_size=3, stride=1, dropout=0.2, channels=(4, 8), hidden=16)
-    assert not same_state(model_a, init)
+    init_params = dict(init.named_parameters())
+    assert all(not torch.equal(p, init_params[name]) for name, p in model_a.named_parameters())
 
 
 def test_different_seed_differs(baseline, cnn_data):
@@ -91,6 +96,9 @@ def test_on_epoch_called_once_per_epoch(cnn_data):
     assert result.history[1]["train_seconds"] >= result.history[0]["train_seconds"]
 
 
+PROBE_SLEEP = 0.5  # seconds each probe spends; far longer than the tiny run's training steps
+
+
 def test_checks_stop_the_clock_and_leave_the_model_training(cnn_data):
     x, y, xv, yv = cnn_data
     seen = []
@@ -98,6 +106,7 @@ def test_checks_stop_the_clock_and_leave_the_model_training(cnn_data):
     def check(model, seconds):
         seen.append((seconds, model.training))
         model.eval()  # a probe may switch modes; the loop must switch back
+        time.sleep(PROBE_SLEEP)  # a probe's own cost must not count as training time
 
     model, result = train.train_cnn(x, y, xv, yv, lr=3e-3, epochs=2, batch_size=BATCH, seed=0, on_check=check,
                                     checks_per_epoch=2, **SMALL_CNN)
@@ -106,10 +115,32 @@ def test_checks_stop_the_clock_and_leave_the_model_training(cnn_data):
     assert times == sorted(times) and times[0] > 0
     assert times[1] == pytest.approx(result.history[0]["train_seconds"])
     assert times[3] == pytest.approx(result.history[1]["train_seconds"])
+    # Ten tiny steps take milliseconds: a clock that counted even one probe's sleep would fail here.
+    assert result.metrics["train_seconds"] < PROBE_SLEEP, times
     assert all(training for _, training in seen)
     # probing does not change what is learnt
     plain, _ = train.train_cnn(x, y, xv, yv, lr=3e-3, epochs=2, batch_size=BATCH, seed=0, **SMALL_CNN)
     assert same_state(model, plain)
+
+
+def test_train_cnn_learns_real_digits(t10k):
+    """A claim that can fail: on real MNIST, a small CNN must classify held-out digits well after a few epochs."""
+    images, labels = t10k
+    x = images.unsqueeze(1).float() / 255
+    x_train, y_train, x_held, y_held = x[:LEARN_TRAIN], labels[:LEARN_TRAIN], x[-LEARN_HELD:], labels[-LEARN_HELD:]
+    before = untrained_accuracy(x_held, y_held)
+    model, result = train.train_cnn(x_train, y_train, x_held, y_held, kernel_size=3, stride=1, dropout=0.1,
+                                    channels=(8, 16), hidden=32, lr=5e-3, epochs=LEARN_EPOCHS, batch_size=64,
+                                    seed=0, device="cpu")
+    acc = float((train.predict(model, x_held).argmax(1) == y_held).float().mean())
+    assert acc == pytest.approx(result.metrics["val_acc"])
+    assert before < 0.3 and acc > 0.9, f"held-out accuracy {acc:.3f} (untrained {before:.3f})"
+
+
+def untrained_accuracy(x: torch.Tensor, y: torch.Tensor) -> float:
+    torch.manual_seed(0)
+    model = models.CNN(kernel_size=3, stride=1, dropout=0.1, channels=(8, 16), hidden=32)
+    return float((train.predict(model, x).argmax(1) == y).float().mean())
 
 
 def test_trained_weights_come_back_contiguous(baseline):

@@ -1,0 +1,266 @@
+"""Hostile input and a hostile environment, through the real stage scripts.
+
+A mirror that trickles, a gzip bomb, a write that fails (file-size limit, full disk), a failure on a stage's last
+output, Ctrl-C during training and a checkpoint written by another stage: each ends the stage with one `error:`
+line, and no output is created or changed. Each case breaks its own copy of the tiny repository (`repo_copy`).
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import resource
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+import zlib
+from pathlib import Path
+
+import pytest
+
+from mnistpipe import data
+from mnistpipe.errors import PipelineError
+
+NO_PROXY = {"http_proxy": "", "HTTP_PROXY": "", "all_proxy": "", "ALL_PROXY": "", "no_proxy": "127.0.0.1",
+            "NO_PROXY": "127.0.0.1"}
+
+
+def _unchanged(helpers, repo: Path, paths, before: dict) -> None:
+    after = helpers.snapshot(repo, paths)
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    assert not changed, f"outputs created or changed: {changed}"
+    assert not helpers.temp_files(repo), f"temporary files left behind: {helpers.temp_files(repo)}"
+
+
+def _popen(helpers, repo: Path, args: list[str], env: dict | None = None, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], cwd=repo, env=helpers.stage_env(repo, env),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs)
+
+
+def _wait_rusage(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, int]:
+    """Wait for `proc`; return (exit status, stderr, its own peak RSS in KiB) via os.wait4."""
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    try:
+        err = proc.stderr.read().decode()
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, err, usage.ru_maxrss
+
+
+# ---------------------------------------------------------------------------------------------- hostile mirrors
+
+
+class _Trickle(http.server.BaseHTTPRequestHandler):
+    """Answers 200 with a 1 MB Content-Length, then sends one byte every 0.5 s until the server stops."""
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        self.send_response(200)
+        self.send_header("Content-Length", str(10**6))
+        self.end_headers()
+        while not self.server.stop.is_set():
+            try:
+                self.wfile.write(b"\x1f")
+                self.wfile.flush()
+            except OSError:
+                return
+            self.server.stop.wait(0.5)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def trickle_url():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    srv.daemon_threads, srv.stop = True, threading.Event()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/mnist/"
+    srv.stop.set()
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_trickling_mirror_fails_within_the_deadline(repo_copy, helpers, trickle_url):
+    """urllib's timeout is per socket read: a byte every 0.5 s kept `download` waiting for ~6 days."""
+    helpers.set_param(repo_copy, "download.timeout", 1.5)
+    outs = helpers.stage_outputs(repo_copy, "download")
+    before = helpers.snapshot(repo_copy, outs)
+    t0 = time.monotonic()
+    rc, _, err = helpers.run_stage(repo_copy, "download", timeout=180,
+                                   env={"MNIST_MIRROR": trickle_url, "MNIST_MIRROR_ONLY": "1", **NO_PROXY})
+    elapsed = time.monotonic() - t0
+    assert rc == 2, err[-3000:]
+    helpers.one_line_error(err, "train-images-idx3-ubyte.gz", trickle_url, "1.5 s (download.timeout)")
+    assert elapsed < 90  # the import of torch and the 1.5 s deadline, on a loaded 2-core machine
+    _unchanged(helpers, repo_copy, outs, before)
+
+
+def gzip_bomb(size: int, head: bytes) -> bytes:
+    """A valid .gz of `size` bytes (`head`, then zeros) built from one compressed MiB repeated: ~1 MB per GiB.
+
+    After a full flush the compressor starts from an empty window, so every further zero MiB compresses to the
+    same bytes: the stream is written without compressing (or holding) the whole expansion.
+    """
+    block = 2**20
+    c = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    first = head + bytes(block - len(head))
+    parts = [c.compress(first) + c.flush(zlib.Z_FULL_FLUSH)]
+    zero = bytes(block)
+    repeat = c.compress(zero) + c.flush(zlib.Z_FULL_FLUSH)
+    assert c.compress(zero) + c.flush(zlib.Z_FULL_FLUSH) == repeat
+    crc = zlib.crc32(first)
+    for _ in range(size // block - 1):
+        crc = zlib.crc32(zero, crc)
+    parts += [repeat * (size // block - 1), c.compress(zero[: size % block]), c.flush()]
+    crc = zlib.crc32(zero[: size % block], crc)
+    return b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff" + b"".join(parts) + struct.pack("<II", crc, size % 2**32)
+
+
+def idx_image_header(n: int) -> bytes:
+    return b"".join(v.to_bytes(4, "big") for v in (data.IMAGE_MAGIC, n, data.SIDE, data.SIDE))
+
+
+GIB = 2**30
+BOMB = "train-images-idx3-ubyte"
+
+
+def test_gzip_bomb_builder_and_the_cap_in_memory():
+    """Unit level: the builder makes valid gzip, and the library refuses a 1 GiB bomb within a small peak."""
+    import gzip
+
+    small = gzip_bomb(3 * 2**20 + 5, idx_image_header(7))
+    assert gzip.decompress(small) == idx_image_header(7) + bytes(3 * 2**20 + 5 - 16)
+    bomb = gzip_bomb(GIB, idx_image_header(GIB // 784))
+    assert len(bomb) < 2**21
+    tracemalloc.start()
+    try:
+        with pytest.raises(PipelineError) as exc:
+            data.decompress_and_verify(bomb, name=BOMB, md5=None)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(exc.value).startswith(f"{BOMB}.gz decompresses to more than 64 MiB")
+    assert peak < 3 * data.MAX_FILE_BYTES  # the 1 GiB expansion was never held
+
+
+def test_gzip_bomb_is_refused_with_little_memory(repo_copy, helpers, tmp_path):
+    """A 1 MB .gz with a valid IDX header that expands to 1 GiB: one line, and the stage's peak memory stays
+    within a few hundred MiB of what importing its modules takes (holding the expansion would add a GiB)."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / f"{BOMB}.gz").write_bytes(gzip_bomb(GIB, idx_image_header(GIB // 784)))
+    env = {"MNIST_MIRROR": str(mirror), "MNIST_MIRROR_ONLY": "1"}
+    outs = helpers.stage_outputs(repo_copy, "download")
+    before = helpers.snapshot(repo_copy, outs)
+    rc, err, peak_kib = _wait_rusage(_popen(helpers, repo_copy, ["stages/download.py"], env))
+    assert rc == 2, err[-3000:]
+    helpers.one_line_error(err, f"{BOMB}.gz decompresses to more than 64 MiB", str(mirror))
+    _unchanged(helpers, repo_copy, outs, before)
+    imports = "import sys; sys.path.insert(0, 'stages'); import common, mnistpipe.data, mnistpipe.io"
+    rc, err, base_kib = _wait_rusage(_popen(helpers, repo_copy, ["-c", imports], env))
+    assert rc == 0, err
+    assert (peak_kib - base_kib) / 1024 < 400, f"peak {peak_kib // 1024} MiB, imports alone {base_kib // 1024} MiB"
+
+
+# ---------------------------------------------------------------------------------------------- failing writes
+
+
+def test_write_over_the_file_size_limit(repo_copy, helpers):
+    """RLIMIT_FSIZE (which stops root too) makes writing add_awgn's 0.5 MB train file fail with EFBIG: one
+    line naming the file, exit 2, nothing changed."""
+    outs = helpers.stage_outputs(repo_copy, "add_awgn")
+    before = helpers.snapshot(repo_copy, outs)
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+
+    proc = _popen(helpers, repo_copy, ["stages/add_awgn.py"], {"PYTHONDONTWRITEBYTECODE": "1"}, preexec_fn=limit)
+    rc, err, _ = _wait_rusage(proc)
+    assert rc == 2, err[-3000:]
+    helpers.one_line_error(err, "cannot write data/noisy/train.pt", "File too large", "no output was changed")
+    _unchanged(helpers, repo_copy, outs, before)
+
+
+# Loaded by the stage's interpreter (sitecustomize on PYTHONPATH): the first os.replace onto a path ending
+# in $FAIL_REPLACE_ONTO fails as a full disk would.
+SITECUSTOMIZE = """
+import errno, os
+_real_replace, _failed = os.replace, []
+def _replace(src, dst, *args, **kwargs):
+    if not _failed and os.fspath(dst).endswith(os.environ["FAIL_REPLACE_ONTO"]):
+        _failed.append(dst)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(dst))
+    return _real_replace(src, dst, *args, **kwargs)
+os.replace = _replace
+"""
+
+
+def test_evaluate_outputs_change_together_or_not_at_all(repo_copy, helpers, tmp_path):
+    """The disk fills up while evaluate renames its last output (metrics/evaluate.json), after its two folders
+    are already in place: all three go back to their previous bytes, and the stage says so in one line."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    outs = ["metrics/evaluate", "plots/confusion", "metrics/evaluate.json"]
+    assert set(outs) <= set(helpers.stage_outputs(repo_copy, "evaluate"))
+    before = helpers.snapshot(repo_copy, outs)
+    assert any(k.startswith("plots/confusion/") for k in before) and "metrics/evaluate.json" in before
+    time.sleep(0.01)
+    env = {"FAIL_REPLACE_ONTO": "metrics/evaluate.json",
+           "PYTHONPATH": os.pathsep.join([str(site), str(repo_copy / "src")])}
+    rc, _, err = helpers.run_stage(repo_copy, "evaluate", env=env)
+    assert rc == 2, err[-3000:]
+    helpers.one_line_error(err, "cannot write metrics/evaluate.json", "No space left on device",
+                           "free some disk space", "every output of this run was put back")
+    _unchanged(helpers, repo_copy, outs, before)
+
+
+# ---------------------------------------------------------------------------------------------- Ctrl-C
+
+
+def test_ctrl_c_during_training_is_one_line_and_changes_nothing(repo_copy, helpers):
+    """SIGINT once the first epoch is logged: exit 130, one `error: interrupted ...` line, no traceback, and
+    the checkpoint and logs as they were."""
+    helpers.set_param(repo_copy, "epochs", 40)  # far longer than the test waits
+    outs = helpers.stage_outputs(repo_copy, "train_baseline")
+    before = helpers.snapshot(repo_copy, outs)
+    proc = _popen(helpers, repo_copy, ["stages/train_baseline.py"])
+    try:
+        deadline = time.monotonic() + 240
+        # dvclive writes its per-epoch files into the temporary log folder after each epoch
+        while not list((repo_copy / "metrics").glob(".train_baseline.*.tmp/plots/metrics/*.tsv")):
+            assert proc.poll() is None, f"train_baseline ended ({proc.returncode}) before it was interrupted"
+            assert time.monotonic() < deadline, "training never logged an epoch"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        rc, err, _ = _wait_rusage(proc, timeout=120)
+    finally:
+        if proc.poll() is None and proc.returncode is None:
+            proc.kill()
+    assert rc == 130, err[-3000:]
+    assert "Traceback" not in err
+    helpers.one_line_error(err, "error: interrupted", "every output is unchanged")
+    _unchanged(helpers, repo_copy, outs, before)
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_written_by_another_stage_is_refused(repo_copy, helpers):
+    """models/tuned.pt copied over models/baseline.pt was scored as the baseline."""
+    shutil.copyfile(repo_copy / "models/tuned.pt", repo_copy / "models/baseline.pt")
+    outs = helpers.stage_outputs(repo_copy, "evaluate")
+    before = helpers.snapshot(repo_copy, outs)
+    rc, _, err = helpers.run_stage(repo_copy, "evaluate")
+    assert rc == 2, err[-3000:]
+    helpers.one_line_error(err, "models/baseline.pt was written by tune_cnn, not train_baseline",
+                           "rerun `dvc repro train_baseline`")
+    _unchanged(helpers, repo_copy, outs, before)
