@@ -14,16 +14,9 @@ n="${N:-4}"
 jobs="${JOBS:-1 2}"
 seed="${FIRST_SEED:-1000}"
 
-if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
-  echo "error: the workspace has uncommitted changes; commit them first (queued experiments run committed state)" >&2
-  exit 2
-fi
+. "$(dirname "$0")/queue_common.sh"
+require_clean_workspace
 
-# Finished experiments are git refs refs/exps/<xx>/<baseline>/<name>; counting them is much cheaper than
-# `dvc queue status`, which is asked only every 20 s (it also tells failed experiments, which leave no ref).
-exp_refs() {
-  git for-each-ref --format='%(refname)' refs/exps/ | awk -F/ 'NF == 5 && $3 != "celery" && $3 != "stash"' | wc -l
-}
 active() {
   dvc queue status 2>/dev/null | awk '$NF == "Queued" || $NF == "Running"' | wc -l
 }

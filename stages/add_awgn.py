@@ -3,7 +3,7 @@
 import torch
 
 from common import METRICS, NOISY_TEST, NOISY_TRAIN, TEST, TRAIN, load_data, load_params
-from mnistpipe import data, io, noise
+from mnistpipe import io, noise, tensors
 from mnistpipe.errors import run_stage
 from mnistpipe.params import section
 
@@ -15,12 +15,12 @@ def main() -> None:
     gen = torch.Generator().manual_seed(p["seed"])
     noisy, clean = {}, {}
     for name, x in (("x_train", train["x_train"]), ("x_val", train["x_val"]), ("x_test", test["x_test"])):
-        clean[name] = data.to_float(x)
+        clean[name] = tensors.to_float(x)
         # Stored as 8-bit images, like a real noisy dataset; PSNR below is measured on what is stored.
-        noisy[name] = data.to_uint8(noise.add_awgn(clean[name], std=p["std"], generator=gen))
+        noisy[name] = tensors.to_uint8(noise.add_awgn(clean[name], std=p["std"], generator=gen))
     io.save_tensors(NOISY_TRAIN, {"x_train": noisy["x_train"], "x_val": noisy["x_val"]})
     io.save_tensors(NOISY_TEST, {"x_test": noisy["x_test"]})
-    noisy_test = data.to_float(noisy["x_test"])
+    noisy_test = tensors.to_float(noisy["x_test"])
     io.write_json(METRICS / "add_awgn.json", {
         "std": p["std"],
         "test_psnr_db": noise.mean_psnr(noisy_test, clean["x_test"]),

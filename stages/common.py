@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 import yaml
 
-from mnistpipe import data, io
+from mnistpipe import io, tensors
+from mnistpipe.architecture import CNNConfig
 from mnistpipe.errors import PipelineError
-from mnistpipe.params import Params, validate
+from mnistpipe.params import Params, section, tuned_hyperparameters, validate
 
 PARAMS = Path("params.yaml")
 RAW = Path("data/raw")
@@ -47,8 +49,6 @@ def load_params() -> Params:
 def load_data(path: Path, *, producer: str) -> dict:
     """The data file `path` (written by `producer`) with the tensors CONTENTS lists, checked: a stale, foreign or
     edited file fails here with one line naming it, not deep inside torch."""
-    import torch
-
     t = io.load_tensors(path, producer=producer)
     for key in CONTENTS[path]:
         v = t.get(key) if isinstance(t, dict) else None
@@ -60,7 +60,7 @@ def load_data(path: Path, *, producer: str) -> dict:
             want = "uint8 images of shape (N, 28, 28)" if image else "int64 labels of shape (N,)"
             got = f"holds {v.dtype} of shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else "is missing"
             raise PipelineError(f"{path}: '{key}' should hold {want} but {got}; rerun `dvc repro {producer}`")
-    data.check_counts(t, t, images_source=str(path), labels_source=str(path), producer=producer)
+    tensors.check_counts(t, t, images_source=str(path), labels_source=str(path), producer=producer)
     return {k: t[k] for k in CONTENTS[path]}
 
 
@@ -68,7 +68,7 @@ def load_split(path: Path, *, producer: str, keys: tuple[str, ...] | None = None
     """The checked data file (see `load_data`), its `keys` only if given, with the uint8 images (x_*) as float
     (N, 1, 28, 28) in [0, 1]; labels pass through."""
     t = load_data(path, producer=producer)
-    return {k: data.to_float(t[k]) if k.startswith("x_") else t[k] for k in keys or t}
+    return {k: tensors.to_float(t[k]) if k.startswith("x_") else t[k] for k in keys or t}
 
 
 def read_checked_json(path: Path, *, producer: str, numbers: tuple[str, ...] = ()) -> dict:
@@ -85,27 +85,27 @@ def read_checked_json(path: Path, *, producer: str, numbers: tuple[str, ...] = (
 
 def read_best_config() -> dict:
     """tune_cnn's best hyperparameters and recipe."""
-    from mnistpipe.params import tuned_hyperparameters
-
     return tuned_hyperparameters(io.read_json(BEST_CONFIG, producer="tune_cnn"), source=str(BEST_CONFIG))
 
 
 def train_tuned_on(stage: str, images: Path, images_producer: str, checkpoint: str) -> None:
     """Train the tuned CNN configuration on other images (noisy or denoised) with the clean labels."""
+    # Imported here: only the two retraining stages train, and a module-level import would make every stage that
+    # uses this file depend on (and rerun after edits to) train.py, models.py and tracking.py.
     from mnistpipe import tracking, train
-    from mnistpipe.params import section
 
     p = section(load_params(), stage)
-    hp = read_best_config()
+    config, training = CNNConfig.split(read_best_config())
     if p["epochs"]:
-        hp["epochs"] = p["epochs"]
+        training["epochs"] = p["epochs"]
     labels = load_data(TRAIN, producer="download")
     x = load_split(images, producer=images_producer)
-    data.check_counts(x, labels, images_source=str(images), labels_source=str(TRAIN), producer=images_producer)
+    tensors.check_counts(x, labels, images_source=str(images), labels_source=str(TRAIN), producer=images_producer)
     summary: dict = {}
     with tracking.live_log(METRICS / stage, summary=summary) as on_epoch:
-        model, result = train.train_cnn(x["x_train"], labels["y_train"], x["x_val"], labels["y_val"], **hp,
-                                        seed=p["seed"], device=p["device"], on_epoch=on_epoch, progress=True)
+        model, result = train.train_cnn(x["x_train"], labels["y_train"], x["x_val"], labels["y_val"], config,
+                                        **training, seed=p["seed"], device=p["device"], on_epoch=on_epoch,
+                                        progress=True)
         summary.update(result.metrics)
         io.save_checkpoint(CHECKPOINTS[checkpoint], model, kind="cnn", config=model.config,
                            meta={"train_set": checkpoint, **result.metrics}, stage=stage)

@@ -11,7 +11,7 @@ from common import (
     load_params,
     load_split,
 )
-from mnistpipe import data, io, models, noise, train
+from mnistpipe import io, models, noise, tensors, train
 from mnistpipe.errors import PipelineError, run_stage
 from mnistpipe.params import section
 
@@ -25,10 +25,10 @@ def main() -> None:
     if noisy["x_test"].shape != clean_test.shape:
         raise PipelineError(f"{NOISY_TEST} and {TEST} differ in shape; rerun `dvc repro add_awgn`")
     out = {k: train.predict(dae, v, batch_size=p["batch_size"], device=p["device"]) for k, v in noisy.items()}
-    stored = {k: data.to_uint8(v) for k, v in out.items()}
+    stored = {k: tensors.to_uint8(v) for k, v in out.items()}
     io.save_tensors(DENOISED_TRAIN, {"x_train": stored["x_train"], "x_val": stored["x_val"]})
     io.save_tensors(DENOISED_TEST, {"x_test": stored["x_test"]})
-    denoised_test = data.to_float(stored["x_test"])  # measure what later stages actually see
+    denoised_test = tensors.to_float(stored["x_test"])  # measure what later stages actually see
     io.write_json(METRICS / "denoise.json", {
         "test_psnr_noisy_db": noise.mean_psnr(noisy["x_test"], clean_test),
         "test_psnr_denoised_db": noise.mean_psnr(denoised_test, clean_test),

@@ -1,4 +1,5 @@
-"""Fetch, verify and prepare MNIST: one train/val file and one test file of uint8 images and int64 labels."""
+"""Fetch, verify and prepare the `dataset` (MNIST by default): one train/val file and one test file of uint8 images
+and int64 labels."""
 
 from common import METRICS, RAW, TEST, TRAIN, load_params
 from mnistpipe import data, io
@@ -7,10 +8,12 @@ from mnistpipe.params import section
 
 
 def main() -> None:
-    p = section(load_params(), "download")
+    params = load_params()
+    p, dataset = section(params, "download"), params.dataset
     # The raw files land in a temporary folder that replaces data/raw only once everything parsed.
     with io.atomic_dir(RAW) as raw_dir:
-        raw = data.download(data.mirror_list(), raw_dir, timeout=p["timeout"], checksums=p["verify_md5"])
+        raw = data.download(data.mirror_list(dataset), raw_dir, dataset=dataset, timeout=p["timeout"],
+                            checksums=p["verify_md5"])
         x, y = data.load_pair(raw["train_images"], raw["train_labels"], name="train")
         x_test, y_test = data.load_pair(raw["test_images"], raw["test_labels"], name="test")
         parts = data.split(x, y, val_size=p["val_size"], seed=p["seed"], limit=p["train_limit"])

@@ -3,7 +3,7 @@
 import json
 
 from common import CHECKPOINTS, DENOISED_TEST, METRICS, NOISY_TEST, PLOTS, PRODUCERS, TEST, load_params, load_split
-from mnistpipe import data, evaluate, io, models, train
+from mnistpipe import datasets, evaluate, io, models, tensors, train
 from mnistpipe.errors import run_stage
 from mnistpipe.params import section
 
@@ -21,13 +21,14 @@ RUNS = {
 
 
 def main() -> None:
-    p = section(load_params(), "evaluate")
+    p = section(params := load_params(), "evaluate")
+    names = datasets.class_names(params.dataset)
     device = train.resolve_device(p["device"])
     y = load_split(TEST, producer="download", keys=("y_test",))["y_test"]
     images = {}
     for name, (path, producer) in TEST_SETS.items():
         images[name] = load_split(path, producer=producer)["x_test"]
-        data.check_counts({"x_test": images[name]}, {"y_test": y}, images_source=str(path),
+        tensors.check_counts({"x_test": images[name]}, {"y_test": y}, images_source=str(path),
                           labels_source=str(TEST), producer=producer)
     nets = {}
     summary, misclassified = {}, {}
@@ -38,7 +39,7 @@ def main() -> None:
                 ckpt = io.load_checkpoint(path, kind="cnn", producer=PRODUCERS[ckpt_name])
                 nets[ckpt_name] = models.from_checkpoint(ckpt, path=str(path))
             logits = train.predict(nets[ckpt_name], images[test_set], device=device)
-            result = evaluate.evaluate_predictions(y, logits, n_misclassified=p["n_misclassified"])
+            result = evaluate.evaluate_predictions(y, logits, n_misclassified=p["n_misclassified"], class_names=names)
             summary[name] = evaluate.summary(result)
             misclassified[name] = result["misclassified"]
             io.write_text(out / "reports" / f"{name}.txt", result["report_text"])

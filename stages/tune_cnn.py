@@ -4,6 +4,7 @@ import time
 
 from common import BEST_CONFIG, CHECKPOINTS, METRICS, PLOTS, TRAIN, load_params, load_split
 from mnistpipe import io, tracking, train, tune, tune_worker
+from mnistpipe.architecture import CNNConfig
 from mnistpipe.errors import run_stage
 from mnistpipe.params import section
 
@@ -21,10 +22,11 @@ def main() -> None:
                           device=p["device"], n_workers=p["n_workers"], meta=meta)
     search_seconds = time.perf_counter() - t0
     hp = {**found.best_params, **p["recipe"]}
+    config, training = CNNConfig.split(hp)
     summary: dict = {}
     with tracking.live_log(METRICS / "tune_cnn", summary=summary) as on_epoch:
-        model, result = train.train_cnn(d["x_train"], d["y_train"], d["x_val"], d["y_val"], **hp, seed=p["seed"],
-                                        device=p["device"], on_epoch=on_epoch, progress=True)
+        model, result = train.train_cnn(d["x_train"], d["y_train"], d["x_val"], d["y_val"], config, **training,
+                                        seed=p["seed"], device=p["device"], on_epoch=on_epoch, progress=True)
         summary.update(result.metrics, best_trial_val_acc=found.best_value, search_seconds=search_seconds,
                        n_trials=len(found.trials))
         io.save_checkpoint(CHECKPOINTS["tuned"], model, kind="cnn", config=model.config,

@@ -13,7 +13,7 @@ from common import (
     load_split,
     read_checked_json,
 )
-from mnistpipe import evaluate, io, models, noise, plots
+from mnistpipe import datasets, evaluate, io, models, noise, plots
 from mnistpipe.errors import PipelineError, run_stage
 from mnistpipe.params import section
 
@@ -31,7 +31,8 @@ def _train_seconds(stage: str) -> float:
 
 
 def main() -> None:
-    p = section(load_params(), "visualize")
+    p = section(params := load_params(), "visualize")
+    named = {"class_names": datasets.class_names(params.dataset)}  # every label a figure shows names its class
     y_train = load_split(TRAIN, producer="download", keys=("y_train",))["y_train"]
     test = load_split(TEST, producer="download")
     x, y, n = test["x_test"], test["y_test"], len(test["y_test"])
@@ -47,7 +48,7 @@ def main() -> None:
     tuned = models.from_checkpoint(io.load_checkpoint(CHECKPOINTS["tuned"], kind="cnn", producer=PRODUCERS["tuned"]),
                                    path=str(CHECKPOINTS["tuned"]))
     scores = read_checked_json(METRICS / "evaluate.json", producer="evaluate", numbers=ACCURACIES)
-    worst = io.read_json(METRICS / "evaluate" / "misclassified.json", producer="evaluate")
+    worst = io.read_json(METRICS / "evaluate" / "misclassified.json", producer="evaluate").get("tuned", [])
     conf = {m: evaluate.confusion_from_rows(io.read_json(PLOTS / "confusion" / f"{m}.json", producer="evaluate"))
             for m in scores}
     seconds = {s: _train_seconds(s) for _, stages in COMPARED.values() for s in stages}
@@ -55,20 +56,20 @@ def main() -> None:
                for label, (m, stages) in COMPARED.items()}
     psnr = float(noise.psnr(sets["noisy"][i:i + 1], x[i:i + 1])[0])
     grid = {"original": x, "noisy": sets["noisy"], "denoised": sets["denoised"]}
+    embedded = {name: plots.tsne_embed(s[:k], perplexity=p["perplexity"], seed=p["seed"], n_jobs=p["tsne_threads"])
+                for name, s in sets.items()}
     figures = {
-        "label_distribution": plots.label_distribution(y_train),
-        "samples": plots.sample_grid(x[:N_SAMPLES], y[:N_SAMPLES], title="Test images"),
-        "feature_maps_conv1": plots.feature_maps(tuned, x[i], block=1, label=int(y[i])),
-        "feature_maps_conv2": plots.feature_maps(tuned, x[i], block=2, label=int(y[i])),
-        "misclassified": plots.misclassified(x, worst.get("tuned", []), title="Tuned CNN: most confident errors"),
-        "noisy_example": plots.noisy_example(x[i], sets["noisy"][i], label=int(y[i]), psnr_db=psnr),
-        "denoising": plots.denoising_grid({r: s[:N_DENOISED] for r, s in grid.items()}, labels=y[:N_DENOISED]),
-        "tsne": plots.tsne_figure({name: plots.tsne_embed(s[:k], perplexity=p["perplexity"], seed=p["seed"],
-                                                          n_jobs=p["tsne_threads"])
-                                   for name, s in sets.items()}, y[:k]),
+        "label_distribution": plots.label_distribution(y_train, **named),
+        "samples": plots.sample_grid(x[:N_SAMPLES], y[:N_SAMPLES], title="Test images", **named),
+        "feature_maps_conv1": plots.feature_maps(tuned, x[i], block=1, label=int(y[i]), **named),
+        "feature_maps_conv2": plots.feature_maps(tuned, x[i], block=2, label=int(y[i]), **named),
+        "misclassified": plots.misclassified(x, worst, title="Tuned CNN: most confident errors", **named),
+        "noisy_example": plots.noisy_example(x[i], sets["noisy"][i], label=int(y[i]), psnr_db=psnr, **named),
+        "denoising": plots.denoising_grid({r: s[:N_DENOISED] for r, s in grid.items()}, labels=y, **named),
+        "tsne": plots.tsne_figure(embedded, y[:k], **named),
         "comparison": plots.comparison(results, reference={lb: scores[r]["accuracy"] for lb, r in REFERENCE.items()},
                                        reference_label="clean-trained (tuned) model"),
-        "confusion_matrices": plots.confusion_matrices(conf),
+        "confusion_matrices": plots.confusion_matrices(conf, **named),
     }
     for name, fig in figures.items():
         plots.save_png(fig, PLOTS / f"{name}.png")

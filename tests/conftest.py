@@ -12,12 +12,15 @@ ambiguous there because tests/unit has a conftest.py of its own.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import math
 import os
+import random
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -33,14 +36,14 @@ TIMING_KEYS = frozenset({"train_seconds", "search_seconds", "user_attrs_train_se
                          "datetime_complete", "duration"})
 # Output files drawn from timings (dvclive's per-epoch seconds, visualize's cost-vs-accuracy bars).
 TIMING_FILES = frozenset({"train_seconds.tsv", "comparison.png"})
-# Stage scripts being written elsewhere: smoke-tested when the script exists, even before dvc.yaml lists them.
-EXTRA_STAGES = ("evaluate", "visualize")
 # Wall-clock seconds of the expensive steps, printed at the end of the session.
 TIMINGS: dict[str, float] = {}
 # Environment variables that must not leak from the caller into the stages (a debugging switch changes stderr,
-# a git or dvc variable would point the commands at the wrong repository).
+# a git or dvc variable would point the commands at the wrong repository, a mirror variable other than
+# MNIST_MIRROR would add a mirror behind the one a test breaks on purpose).
 _SCRUB = ("MNISTPIPE_TRACEBACK", "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "DVC_EXP_NAME", "DVC_ROOT",
-          "DVC_EXP_BASELINE_REV")
+          "DVC_EXP_BASELINE_REV", "MNIST_MIRROR_ONLY", "DATASET_MIRROR", "DATASET_MIRROR_ONLY",
+          "FASHION_MNIST_MIRROR", "FASHION_MNIST_MIRROR_ONLY", "KMNIST_MIRROR", "KMNIST_MIRROR_ONLY")
 
 # Values of the tiny run, by key path; a key is only set where params.yaml already has it.
 TINY = {
@@ -64,12 +67,13 @@ TINY = {
     ("visualize", "tsne_size"): 40,
     ("visualize", "perplexity"): 5,
     ("evaluate", "n_misclassified"): 8,
+    ("robustness", "stds"): [0.0, 0.4],
 }
 # Every `device` is pinned to the CPU: the tiny run is then reproducible (the determinism test compares two runs)
 # and the same on a GPU machine. test_smoke.py::test_device_auto checks the default `auto`.
 TINY.update({(section, "device"): "cpu" for section in (
     "train_baseline", "tune_cnn", "train_on_noisy", "train_dae", "denoise", "train_on_denoised", "evaluate",
-    "visualize")})
+    "visualize", "robustness")})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -107,6 +111,26 @@ def require_mirror() -> Path:
     need(not missing, f"MNIST mirror {path} lacks {', '.join(missing)} (set {MIRROR_ENV} to a directory of the "
                       "four MNIST .gz files)")
     return path
+
+
+IDX_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+             "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+
+
+def write_tiny_mirror(folder: Path, *, n_train: int = 12, n_test: int = 6, seed: int = 0) -> dict[str, bytes]:
+    """A tiny MNIST-format dataset, generated: the four gzipped IDX files written into `folder` (created), with
+    random 28x28 uint8 images and labels counting through 0-9 from a seeded start. Returns the decompressed bytes
+    of each file by key (train_images, train_labels, test_images, test_labels)."""
+    rng = random.Random(seed)
+    out = {}
+    for part, n in (("train", n_train), ("test", n_test)):
+        start = rng.randrange(10)
+        out[f"{part}_images"] = struct.pack(">IIII", 0x803, n, 28, 28) + rng.randbytes(n * 28 * 28)
+        out[f"{part}_labels"] = struct.pack(">II", 0x801, n) + bytes((start + i) % 10 for i in range(n))
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, raw in out.items():
+        (folder / f"{IDX_FILES[key]}.gz").write_bytes(gzip.compress(raw, mtime=0))
+    return out
 
 
 _CLOSED_PORT: list[socket.socket] = []
@@ -269,9 +293,8 @@ def all_metrics(repo: Path) -> list[str]:
 
 
 def smoke_stages(repo: Path) -> list[str]:
-    """The stages of dvc.yaml in order, then the extra stages whose scripts exist but dvc.yaml does not list yet."""
-    stages = list(dvc_stages(repo))
-    return stages + [s for s in EXTRA_STAGES if s not in stages and (Path(repo) / "stages" / f"{s}.py").is_file()]
+    """The stages of dvc.yaml, in order."""
+    return list(dvc_stages(repo))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@
 
 Imports neither dvc, dvclive nor optuna, so it runs on a bare GPU machine with torch, torchvision, numpy and
 scikit-learn. Both trainers are probed on the 10,000 test images `--checks` times per epoch with the clock
-stopped; "time to X%" is the training time at the first probe whose test accuracy reaches X.
+stopped (`train.Stopwatch.paused`); "time to X%" is the training time at the first probe whose test accuracy
+reaches X.
 """
 
 from __future__ import annotations
@@ -13,19 +14,28 @@ import argparse
 import ctypes
 import gc
 import json
+import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
+from torchvision import transforms
 
-from . import data, noise, train
-from .train import CheckCallback
+from . import data, noise, tensors, train
+from .architecture import CNNConfig, DAEConfig
+from .plots import tsne_embed
 
 TARGETS = (0.990, 0.992, 0.994)
+# pytorch/examples normalises MNIST with the training set's pixel mean and standard deviation.
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+NMNIST_STD = 0.335  # n-MNIST's AWGN level, as add_awgn.std in params.yaml
+Probe = Callable[[nn.Module, float], None]  # (model, training seconds so far)
 
 
 class ReferenceNet(nn.Module):
@@ -38,26 +48,26 @@ class ReferenceNet(nn.Module):
         self.fc1, self.fc2 = nn.Linear(9216, 128), nn.Linear(128, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.conv2(F.relu(self.conv1(x))))
-        x = self.dropout1(torch.flatten(F.max_pool2d(x, 2), 1))
-        return F.log_softmax(self.fc2(self.dropout2(F.relu(self.fc1(x)))), dim=1)
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        x = F.max_pool2d(x, 2)
+        x = self.dropout1(torch.flatten(x, 1))
+        x = F.relu(self.fc1(x))
+        x = self.fc2(self.dropout2(x))
+        return F.log_softmax(x, dim=1)
 
 
 class _PILDataset(torch.utils.data.Dataset):
     """Per-sample PIL conversion and ToTensor/Normalize transforms, as torchvision.datasets.MNIST does."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        from torchvision import transforms
-
         self.x, self.y = x, y
-        self.tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+        self.tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
 
     def __len__(self) -> int:
         return len(self.y)
 
     def __getitem__(self, i: int):
-        from PIL import Image
-
         return self.tf(Image.fromarray(self.x[i].numpy(), mode="L")), int(self.y[i])
 
 
@@ -65,12 +75,24 @@ def _first_time(history: list[dict], target: float) -> float | None:
     return next((h["train_seconds"] for h in history if h["test_acc"] >= target), None)
 
 
-def _probe(history: list[dict], x_test: torch.Tensor, y_test: torch.Tensor, device) -> CheckCallback:
-    """A check that appends the test accuracy at the given training time to `history`."""
+def _probe(history: list[dict], x_test: torch.Tensor, y_test: torch.Tensor, device) -> Probe:
+    """A probe that appends the test accuracy at the given training time to `history`."""
     def check(model: nn.Module, seconds: float) -> None:
         acc = float((train.predict(model, x_test, device=device).argmax(1) == y_test).float().mean())
         history.append({"test_acc": acc, "train_seconds": seconds})
     return check
+
+
+def every_kth(probe: Probe, *, steps_per_epoch: int, checks_per_epoch: int) -> train.StepCallback:
+    """A step callback that runs `probe` after each `checks_per_epoch`-th of an epoch (the last one at its end),
+    with the training clock paused."""
+    due = {round(steps_per_epoch * (k + 1) / checks_per_epoch) for k in range(checks_per_epoch)}
+
+    def on_step(model: nn.Module, step: int, clock: train.Stopwatch) -> None:
+        if step in due:
+            with clock.paused() as seconds:
+                probe(model, seconds)
+    return on_step
 
 
 def _summary(history: list[dict], images: int) -> dict:
@@ -84,73 +106,79 @@ def run_reference(x, y, x_test, y_test, *, epochs: int, device: torch.device, ch
     torch.manual_seed(seed)
     model = ReferenceNet().to(device)
     loader = torch.utils.data.DataLoader(_PILDataset(x, y), batch_size=64, shuffle=True)
-    check_at = {round(len(loader) * (k + 1) / checks_per_epoch) for k in range(checks_per_epoch)}
     history: list[dict] = []
-    check = _probe(history, (data.to_float(x_test) - 0.1307) / 0.3081, y_test, device)
+    x_probe = (tensors.to_float(x_test) - MNIST_MEAN) / MNIST_STD
+    on_step = every_kth(_probe(history, x_probe, y_test, device), steps_per_epoch=len(loader),
+                        checks_per_epoch=checks_per_epoch)
     opt = torch.optim.Adadelta(model.parameters(), lr=1.0)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)
-    t_train = 0.0
+    clock = train.Stopwatch(device)
     for _ in range(epochs):
         model.train()
-        t0 = time.perf_counter()
+        clock.start()
         for step, (xb, yb) in enumerate(loader, 1):
             xb, yb = xb.to(device), yb.to(device)
             opt.zero_grad()
             F.nll_loss(model(xb), yb).backward()
             opt.step()
-            if step in check_at:
-                t_train += train.elapsed(t0, device)
-                check(model, t_train)
-                model.train()
-                t0 = time.perf_counter()
+            on_step(model, step, clock)
+            model.train()
+        clock.stop()
         sched.step()
     return _summary(history, len(x) * epochs)
 
 
-def run_project(x, y, x_test, y_test, *, hp: dict, device: str, checks_per_epoch: int = 4) -> dict:
-    """This project's `train_cnn` with `hp`, test accuracy probed `checks_per_epoch` times per epoch."""
-    xf, xt = data.to_float(x), data.to_float(x_test)
+def run_project(x, y, x_test, y_test, *, config: CNNConfig, hp: dict, device: str,
+                checks_per_epoch: int = 4) -> dict:
+    """This project's `train_cnn` with `config` and `hp`, test accuracy probed `checks_per_epoch` times per epoch."""
+    xf, xt = tensors.to_float(x), tensors.to_float(x_test)
     history: list[dict] = []
-    train.train_cnn(xf, y, xt[:1000], y_test[:1000], **hp, device=device,
-                    on_check=_probe(history, xt, y_test, train.resolve_device(device)),
-                    checks_per_epoch=checks_per_epoch)
+    on_step = every_kth(_probe(history, xt, y_test, train.resolve_device(device)),
+                        steps_per_epoch=len(x) // hp["batch_size"], checks_per_epoch=checks_per_epoch)
+    train.train_cnn(xf, y, xt[:1000], y_test[:1000], config, **hp, device=device, on_step=on_step)
     return _summary(history, len(x) * hp["epochs"])
 
 
-def run_dae(x, *, hp: dict, n: int, device: str, std: float = 0.335) -> dict:
+def run_dae(x, *, config: DAEConfig, hp: dict, n: int, device: str, std: float = NMNIST_STD) -> dict:
     """Denoising-autoencoder training throughput over one epoch of `n` images."""
-    clean = data.to_float(x[:n])
+    clean = tensors.to_float(x[:n])
     noisy = noise.add_awgn(clean, std=std, generator=torch.Generator().manual_seed(0))
-    _, result = train.train_dae(noisy, clean, noisy[:1000], clean[:1000], **{**hp, "epochs": 1}, device=device)
+    _, result = train.train_dae(noisy, clean, noisy[:1000], clean[:1000], config, **{**hp, "epochs": 1},
+                                device=device)
     return {"images_per_s": n / result.metrics["train_seconds"], "val_psnr_after_1_epoch": result.metrics["val_psnr"]}
 
 
 def run_tsne(x_test, *, n: int, seed: int = 0) -> dict:
     """Seconds for a 2-D t-SNE of `n` test images."""
-    from .plots import tsne_embed
-
     t0 = time.perf_counter()
-    tsne_embed(data.to_float(x_test[:n]).flatten(1).numpy(), perplexity=30.0, seed=seed)
+    tsne_embed(tensors.to_float(x_test[:n]).flatten(1).numpy(), perplexity=30.0, seed=seed)
     return {"n": n, "seconds": time.perf_counter() - t0}
 
 
-# The speed recipe: the library's trainer with a short one-cycle schedule; no dropout or shifts in 2 epochs.
-DEFAULT_HP = dict(kernel_size=3, stride=1, dropout=0.0, lr=0.008, epochs=2, batch_size=256, seed=0,
-                  channels=(16, 32, 64), convs_per_block=1, hidden=128, batchnorm=True, weight_decay=5e-4,
-                  label_smoothing=0.1, max_shift=0)
+# The speed recipe: the pipeline's CNN trained with a short one-cycle schedule; no dropout or shifts in 2 epochs.
+DEFAULT_CNN = CNNConfig(dropout=0.0)
+DEFAULT_HP = dict(lr=0.008, epochs=2, batch_size=256, seed=0, weight_decay=5e-4, label_smoothing=0.1, max_shift=0)
+DEFAULT_DAE, DEFAULT_DAE_HP = DAEConfig(width=8, skips=True), dict(lr=0.003, batch_size=64, seed=0)
+
+
+def _glibc() -> bool:
+    """Whether this process runs on glibc (most Linux distributions), the one C library with malloc_trim."""
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
+    except (AttributeError, ValueError, OSError):  # no confstr (Windows) or no such name (macOS, musl)
+        return False
 
 
 def _fresh_heap() -> None:
     """Return freed memory to the OS before each part, so no part runs on the heap another part fragmented.
 
-    Six epochs of the reference's per-sample allocations left this process's heap in a state that made the
-    following parts 10-40 % slower (training, autoencoder and t-SNE alike); glibc's malloc_trim undoes that.
+    The reference's per-sample allocations can leave the heap fragmented enough to slow the parts after it
+    measurably (training, autoencoder and t-SNE alike); glibc's malloc_trim undoes that. Elsewhere the C
+    library has no such call, and the parts run on the heap as it is.
     """
     gc.collect()
-    try:
+    if _glibc():
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to trim
-        pass
 
 
 def _cpu_name() -> str:
@@ -192,12 +220,11 @@ def main(argv: list[str] | None = None) -> dict:
                                          checks_per_epoch=args.checks)
     _fresh_heap()
     if "project" not in skip:
-        out["project"] = run_project(x, y, x_test, y_test, hp={**DEFAULT_HP, "epochs": args.epochs}, device=args.device,
-                                     checks_per_epoch=args.checks)
+        out["project"] = run_project(x, y, x_test, y_test, config=DEFAULT_CNN, hp={**DEFAULT_HP, "epochs": args.epochs},
+                                     device=args.device, checks_per_epoch=args.checks)
     _fresh_heap()
     if "dae" not in skip:
-        out["dae"] = run_dae(x, hp=dict(width=8, skips=True, lr=0.003, batch_size=64, seed=0), n=args.dae_size,
-                             device=args.device)
+        out["dae"] = run_dae(x, config=DEFAULT_DAE, hp=DEFAULT_DAE_HP, n=args.dae_size, device=args.device)
     _fresh_heap()
     if "tsne" not in skip:
         out["tsne"] = run_tsne(x_test, n=args.tsne_size)

@@ -1,4 +1,8 @@
-"""MNIST: fetch the four IDX files from a mirror list, verify them, parse them, split and subset them."""
+"""MNIST-format datasets: fetch the four IDX files from a mirror list, verify them, parse them, split and subset them.
+
+`SOURCES` holds each dataset's public mirrors, file names and published checksums; params.yaml's `dataset` picks
+one (names and class names are in `datasets.py`).
+"""
 
 from __future__ import annotations
 
@@ -10,42 +14,111 @@ import time
 import urllib.error
 import urllib.request
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 
+from . import datasets
 from .errors import PipelineError
 
-MIRROR_ENV = "MNIST_MIRROR"
-PUBLIC_MIRRORS = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "http://yann.lecun.com/exdb/mnist/",
-)
-# MD5 of the *decompressed* official files: recompressed mirrors differ in their .gz bytes only.
-FILES = {
-    "train_images": ("train-images-idx3-ubyte", "6bbc9ace898e44ae57da46a324031adb"),
-    "train_labels": ("train-labels-idx1-ubyte", "a25bea736e30d166cdddb491f175f624"),
-    "test_images": ("t10k-images-idx3-ubyte", "2646ac647ad5339dbf082846283269ea"),
-    "test_labels": ("t10k-labels-idx1-ubyte", "27ae3e4e09519cfbb04c329615203637"),
+# The dataset-neutral mirror variable; each dataset also has its own (`mirror_env`), MNIST_MIRROR among them.
+NEUTRAL_MIRROR_ENV = "DATASET_MIRROR"
+
+
+@dataclass(frozen=True)
+class IdxFile:
+    """One of a dataset's four files: its name without `.gz` and the MD5s published for it.
+
+    `gz_md5` is the MD5 of the `.gz` file as published, `raw_md5` that of its decompressed bytes (None where none
+    is published). A file verifies when either matches, so a mirror that recompressed the files still verifies
+    wherever the decompressed MD5 is known.
+    """
+
+    name: str
+    gz_md5: str | None
+    raw_md5: str | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one dataset's files can be fetched and how to check them."""
+
+    title: str
+    mirrors: tuple[str, ...]
+    files: dict[str, IdxFile]
+
+
+# Mirrors and .gz MD5s as torchvision's MNIST, FashionMNIST and KMNIST datasets publish them; MNIST's decompressed
+# MD5s are the widely published sums of the official files.
+SOURCES: dict[str, Source] = {
+    "mnist": Source("MNIST", (
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "http://yann.lecun.com/exdb/mnist/",
+    ), {
+        "train_images": IdxFile("train-images-idx3-ubyte", "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                                "6bbc9ace898e44ae57da46a324031adb"),
+        "train_labels": IdxFile("train-labels-idx1-ubyte", "d53e105ee54ea40749a09fcbcd1e9432",
+                                "a25bea736e30d166cdddb491f175f624"),
+        "test_images": IdxFile("t10k-images-idx3-ubyte", "9fb629c4189551a2d022fa330f9573f3",
+                               "2646ac647ad5339dbf082846283269ea"),
+        "test_labels": IdxFile("t10k-labels-idx1-ubyte", "ec29112dd5afa0611ce80d1b7f02629c",
+                               "27ae3e4e09519cfbb04c329615203637"),
+    }),
+    "fashion-mnist": Source("Fashion-MNIST", (
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    ), {
+        "train_images": IdxFile("train-images-idx3-ubyte", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+        "train_labels": IdxFile("train-labels-idx1-ubyte", "25c81989df183df01b3e8a0aad5dffbe"),
+        "test_images": IdxFile("t10k-images-idx3-ubyte", "bef4ecab320f06d8554ea6380940ec79"),
+        "test_labels": IdxFile("t10k-labels-idx1-ubyte", "bb300cfdad3c16e7a12a480ee83cd310"),
+    }),
+    "kmnist": Source("KMNIST", (
+        "http://codh.rois.ac.jp/kmnist/dataset/kmnist/",
+    ), {
+        "train_images": IdxFile("train-images-idx3-ubyte", "bdb82020997e1d708af4cf47b453dcf7"),
+        "train_labels": IdxFile("train-labels-idx1-ubyte", "e144d726b3acfaa3e44228e80efcd344"),
+        "test_images": IdxFile("t10k-images-idx3-ubyte", "5c965bf0a639b31b8f53240b1b52f4d7"),
+        "test_labels": IdxFile("t10k-labels-idx1-ubyte", "7320c461ea6c1c855c0b718fb2a4b134"),
+    }),
 }
+# MNIST's (the default dataset's) mirrors and (file name, decompressed MD5) by key, for code that needs MNIST alone.
+PUBLIC_MIRRORS = SOURCES["mnist"].mirrors
+FILES = {key: (f.name, f.raw_md5) for key, f in SOURCES["mnist"].files.items()}
 IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801
-# No MNIST file, packed or unpacked, is larger than 47 MB: anything past this cap (fetched or decompressed) is
-# refused before it can fill the memory (a gzip bomb, a mirror that streams forever).
+# No file of these datasets, packed or unpacked, is larger than 47 MB: anything past this cap (fetched or
+# decompressed) is refused before it can fill the memory (a gzip bomb, a mirror that streams forever).
 MAX_FILE_BYTES = 64 * 2**20
 CHUNK = 2**16
 SIDE = 28
 
 
-def mirror_list(environ: dict[str, str] | None = None) -> list[str]:
-    """The mirrors to try in order: $MNIST_MIRROR (a directory or URL) first when set, then the public ones.
+def source(dataset: str) -> Source:
+    """The mirrors, files and checksums of `dataset` (a name of `datasets.NAMES`)."""
+    if dataset not in SOURCES:
+        raise PipelineError(f"unknown dataset {dataset!r}; set `dataset` to one of {', '.join(SOURCES)}")
+    return SOURCES[dataset]
 
-    MNIST_MIRROR_ONLY=1 drops the public mirrors (offline machines, and tests that must not reach the network).
+
+def mirror_env(dataset: str) -> str:
+    """The variable naming a local mirror of `dataset` alone: MNIST_MIRROR, FASHION_MNIST_MIRROR, KMNIST_MIRROR."""
+    return dataset.upper().replace("-", "_") + "_MIRROR"
+
+
+def mirror_list(dataset: str = datasets.DEFAULT, *, environ: dict[str, str] | None = None) -> list[str]:
+    """The mirrors of `dataset` to try in order: its own variable (MNIST_MIRROR for mnist), then DATASET_MIRROR,
+    each a directory or URL when set, then the dataset's public mirrors.
+
+    `<variable>_ONLY=1` (either one's) drops the public mirrors when a local one is set (offline machines, and
+    tests that must not reach the network).
     """
     environ = os.environ if environ is None else environ
-    first = environ.get(MIRROR_ENV, "").strip()
-    only = environ.get(MIRROR_ENV + "_ONLY", "").strip() not in ("", "0")
-    return ([first] if first else []) + ([] if only and first else list(PUBLIC_MIRRORS))
+    public = source(dataset).mirrors
+    names = (mirror_env(dataset), NEUTRAL_MIRROR_ENV)
+    local = list(dict.fromkeys(m for m in (environ.get(n, "").strip() for n in names) if m))
+    only = any(environ.get(n + "_ONLY", "").strip() not in ("", "0") for n in names)
+    return local + ([] if only and local else list(public))
 
 
 def _size(n: int) -> str:
@@ -57,8 +130,8 @@ def _read_capped(chunks, *, what: str, limit: int) -> bytes:
     for chunk in chunks:
         out += chunk
         if len(out) > limit:
-            raise PipelineError(f"{what} is larger than {_size(limit)} (MNIST's largest file is 47 MB); "
-                                "it is not an MNIST file")
+            raise PipelineError(f"{what} is larger than {_size(limit)} (the largest MNIST-format file is 47 MB); "
+                                "it is not an MNIST-format file")
     return bytes(out)
 
 
@@ -132,8 +205,8 @@ def gunzip_capped(raw: bytes, *, name: str, max_bytes: int = MAX_FILE_BYTES) -> 
                 # max_length: however small the input, one call never expands past the cap.
                 out += d.decompress(piece, max_bytes + 1 - len(out))
                 if len(out) > max_bytes:
-                    raise PipelineError(f"{name}.gz decompresses to more than {_size(max_bytes)} (MNIST's "
-                                        "largest file is 47 MB); it is not an MNIST file (a gzip bomb?)")
+                    raise PipelineError(f"{name}.gz decompresses to more than {_size(max_bytes)} (the largest "
+                                        "MNIST-format file is 47 MB); it is not an MNIST-format file (a gzip bomb?)")
                 if not piece and len(out) == before and not d.eof:
                     raise EOFError("compressed file ended before the end-of-stream marker was reached")
             rest = memoryview(d.unused_data)
@@ -145,59 +218,75 @@ def gunzip_capped(raw: bytes, *, name: str, max_bytes: int = MAX_FILE_BYTES) -> 
         raise PipelineError(f"{name}.gz is truncated ({exc})") from exc
 
 
-def decompress_and_verify(raw: bytes, *, name: str, md5: str | None, max_bytes: int = MAX_FILE_BYTES) -> bytes:
-    """Gunzip `raw` (at most `max_bytes` of output) and check the MD5 of the result; every failure is a
-    `PipelineError` naming `name`."""
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()  # integrity check, as published
+
+
+def decompress_and_verify(raw: bytes, *, name: str, md5: str | None, gz_md5: str | None = None,
+                          max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """Gunzip `raw` (at most `max_bytes` of output) and check it against the published MD5s.
+
+    The file verifies when the MD5 of `raw` equals `gz_md5` or the MD5 of the decompressed bytes equals `md5`;
+    with both None nothing is checked. Every failure is a one-line `PipelineError` naming `name`.
+    """
+    got_gz = _md5(raw)
     data = gunzip_capped(raw, name=name, max_bytes=max_bytes)
-    if md5 is not None:
-        got = hashlib.md5(data, usedforsecurity=False).hexdigest()  # integrity check, as published
-        if got != md5:
-            raise PipelineError(f"{name}: checksum mismatch (md5 {got}, expected {md5})")
+    if (md5 is None and gz_md5 is None) or (gz_md5 is not None and got_gz == gz_md5):
+        return data
+    got = _md5(data)
+    if got != md5:
+        expected = " or ".join(([f"{gz_md5} of the .gz"] if gz_md5 else []) + ([f"{md5} decompressed"] if md5 else []))
+        raise PipelineError(f"{name}: checksum mismatch (md5 {got_gz} of the .gz, {got} decompressed; "
+                            f"expected {expected})")
     return data
 
 
-def download(mirrors: list[str], dest: str | os.PathLike, *, timeout: float = 30.0,
+def download(mirrors: list[str], dest: str | os.PathLike, *, dataset: str = datasets.DEFAULT, timeout: float = 30.0,
              checksums: bool = True) -> dict[str, bytes]:
-    """Fetch and verify the four files, trying each mirror in turn per file.
+    """Fetch and verify the four files of `dataset`, trying each mirror in turn per file.
 
     `timeout` bounds the whole fetch of one file from one mirror (a slow mirror is then dropped for the next).
-    Each verified .gz is written atomically into `dest`. Returns the decompressed bytes by key of `FILES`.
+    With `checksums` each file must match the MD5 published for its .gz or for its decompressed bytes. Each
+    verified .gz is written atomically into `dest`. Returns the decompressed bytes by key of the dataset's files.
     Raises one `PipelineError` listing every mirror tried and why it failed when a file cannot be had.
     """
     from .io import atomic_path
 
+    src = source(dataset)
     out: dict[str, bytes] = {}
-    for key, (name, md5) in FILES.items():
+    for key, f in src.files.items():
         failures = []
         for mirror in mirrors:
             try:
-                raw = fetch(mirror, name + ".gz", timeout=timeout)
-                out[key] = decompress_and_verify(raw, name=name, md5=md5 if checksums else None)
+                raw = fetch(mirror, f.name + ".gz", timeout=timeout)
+                out[key] = decompress_and_verify(raw, name=f.name, md5=f.raw_md5 if checksums else None,
+                                                 gz_md5=f.gz_md5 if checksums else None)
             except (OSError, urllib.error.URLError, ValueError, http.client.HTTPException) as exc:
                 failures.append(f"{mirror} ({getattr(exc, 'reason', None) or exc})")
                 continue
             except PipelineError as exc:
                 failures.append(f"{mirror} ({exc})")
                 continue
-            with atomic_path(Path(dest) / (name + ".gz")) as tmp:
+            with atomic_path(Path(dest) / (f.name + ".gz")) as tmp:
                 tmp.write_bytes(raw)
             break
         else:
             raise PipelineError(
-                f"could not get {name}.gz from any mirror; tried: {'; '.join(failures)}; "
-                f"set {MIRROR_ENV} to a directory or URL that holds the MNIST files"
+                f"could not get {src.title}'s {f.name}.gz from any mirror; tried: {'; '.join(failures)}; set "
+                f"{mirror_env(dataset)} or {NEUTRAL_MIRROR_ENV} to a directory or URL that holds the four "
+                f"{src.title} .gz files"
             )
     return out
 
 
 def parse_idx(data: bytes, *, name: str, images: bool) -> torch.Tensor:
-    """Parse decompressed IDX bytes with torchvision's reader and check MNIST's shape and value rules."""
+    """Parse decompressed IDX bytes with torchvision's reader and check the MNIST format's shape and value rules."""
     magic = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
     want = IMAGE_MAGIC if images else LABEL_MAGIC
     if magic != want:
         raise PipelineError(
             f"{name}: wrong IDX magic {magic if magic is None else hex(magic)}, expected {hex(want)}; "
-            "the file is not an MNIST " + ("image" if images else "label") + " file"
+            "the file is not an MNIST-format " + ("image" if images else "label") + " file"
         )
     with tempfile.NamedTemporaryFile() as tmp:
         tmp.write(data)
@@ -237,24 +326,3 @@ def split(x: torch.Tensor, y: torch.Tensor, *, val_size: int, seed: int, limit: 
         )
     val, train = order[:val_size].sort().values, order[val_size:].sort().values
     return {"x_train": x[train], "y_train": y[train], "x_val": x[val], "y_val": y[val]}
-
-
-def to_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 images (N, 28, 28) -> float32 (N, 1, 28, 28) in [0, 1]."""
-    return x.unsqueeze(1).float().div_(255.0)
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """float images in [0, 1] (N, 1, 28, 28) -> uint8 (N, 28, 28), rounded."""
-    return x.squeeze(1).clamp(0, 1).mul(255.0).round_().to(torch.uint8)
-
-
-def check_counts(images: dict, labels: dict, *, images_source: str, labels_source: str, producer: str) -> None:
-    """Every `x_<part>` in `images` must have as many rows as `y_<part>` in `labels` (train, val, test...)."""
-    for key, x in images.items():
-        y = labels.get("y_" + key.removeprefix("x_"))
-        if y is not None and len(x) != len(y):
-            raise PipelineError(
-                f"{images_source} has {len(x)} {key.removeprefix('x_')} images but {labels_source} has {len(y)} "
-                f"labels; rerun `dvc repro {producer}`"
-            )

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import errno
 import os
-import resource
 import sys
 import time
 import traceback
 from collections.abc import Callable
+
+try:
+    import resource  # POSIX only
+except ImportError:  # Windows: peak_memory_mib asks psutil instead
+    resource = None
 
 TRACEBACK_ENV = "MNISTPIPE_TRACEBACK"
 EXIT_USER_ERROR = 2
@@ -79,7 +83,21 @@ def run_stage(main: Callable[[], None]) -> None:
             raise  # FileNotFoundError and the like from a stage's own code are bugs: keep the traceback
         where = f" {exc.filename}" if exc.filename else ""
         _fail(f"cannot access{where}: {describe_os_error(exc)}; no output was changed", EXIT_USER_ERROR, show_tb)
-    # ru_maxrss is in KiB on Linux: the stage's peak memory, for the README's resource table.
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_memory_mib()
+    memory = f", peak memory {peak:.0f} MiB" if peak is not None else ""
     stage = os.path.splitext(os.path.basename(sys.argv[0]))[0] or "stage"
-    print(f"{stage}: done in {time.perf_counter() - t0:.1f} s, peak memory {peak_mb:.0f} MiB", file=sys.stderr)
+    print(f"{stage}: done in {time.perf_counter() - t0:.1f} s{memory}", file=sys.stderr)
+
+
+def peak_memory_mib() -> float | None:
+    """This process's peak resident memory in MiB (for the README's resource table); None where unknown."""
+    if resource is not None:
+        # ru_maxrss counts bytes on macOS, KiB on Linux and the BSDs.
+        unit = 1 if sys.platform == "darwin" else 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit / 2**20
+    try:
+        import psutil  # imported here: only Windows needs it (it comes with DVC)
+
+        return psutil.Process().memory_info().peak_wset / 2**20  # peak_wset exists on Windows only
+    except (ImportError, AttributeError):
+        return None

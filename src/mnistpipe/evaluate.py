@@ -6,6 +6,7 @@ go straight into JSON files and DVC plots.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -35,13 +36,16 @@ def probabilities(logits_or_probs: Any) -> np.ndarray:
     return s / s.sum(1, keepdims=True)
 
 
-def evaluate_predictions(y_true: Any, logits_or_probs: Any, *, n_misclassified: int) -> dict[str, Any]:
+def evaluate_predictions(y_true: Any, logits_or_probs: Any, *, n_misclassified: int,
+                         class_names: Sequence[str] | None = None) -> dict[str, Any]:
     """Score 10-class predictions against the true labels.
 
     Returns accuracy, per-class accuracy (recall; None for a digit absent from `y_true`), macro F1, the error
     count, sklearn's classification report as a dict (`report`) and as text (`report_text`), the 10x10
     confusion matrix (rows: true digit, columns: predicted digit) and the `n_misclassified` most confident
     errors as {index, true, pred, confidence}, most confident first (ties: lower index first).
+    `class_names` (ten, index = label; default the digits) name the classes in the report; metric keys stay the
+    label numbers.
     """
     y = _numpy(y_true).astype(np.int64).ravel()
     probs = probabilities(logits_or_probs)
@@ -54,7 +58,9 @@ def evaluate_predictions(y_true: Any, logits_or_probs: Any, *, n_misclassified: 
     conf = probs.max(1)
     cm = confusion_matrix(y, pred, labels=CLASSES)
     support = cm.sum(1)
-    names = [str(c) for c in CLASSES]
+    names = [str(c) for c in CLASSES] if class_names is None else [str(c) for c in class_names]
+    if len(names) != N_CLASSES or len(set(names)) != N_CLASSES:
+        raise PipelineError(f"expected {N_CLASSES} distinct class names, got {names}")
     # labels= keeps all ten digits in the report even when a small test set lacks one.
     kwargs = dict(labels=CLASSES, target_names=names, digits=4, zero_division=0)
     report = classification_report(y, pred, output_dict=True, **kwargs)

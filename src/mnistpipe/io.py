@@ -198,16 +198,17 @@ def load_tensors(path: str | os.PathLike, *, producer: str) -> dict[str, Any]:
         ) from exc
 
 
-def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, *, kind: str, config: dict,
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, *, kind: str, config: Any,
                     meta: dict | None = None, stage: str | None = None) -> None:
-    """Save the model's config and state_dict (tensors on CPU) atomically; `stage` records who wrote it.
+    """Save the model's config (an architecture.CNNConfig or DAEConfig, stored as a plain dict so that a
+    weights_only load reads it) and state_dict (tensors on CPU) atomically; `stage` records who wrote it.
 
     Timings (keys ending in `_seconds`) are left out of `meta`: they differ on every run, and the same weights
     must give the same bytes, or DVC would see a new checkpoint and rerun everything downstream.
     """
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     meta = {k: v for k, v in (meta or {}).items() if not k.endswith("_seconds")}
-    ckpt = {"kind": kind, "config": dict(config), "state_dict": state, "meta": meta}
+    ckpt = {"kind": kind, "config": config.to_dict(), "state_dict": state, "meta": meta}
     if stage is not None:
         ckpt["stage"] = stage
     save_tensors(path, ckpt)

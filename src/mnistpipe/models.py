@@ -1,12 +1,12 @@
-"""The classifier CNN and the denoising autoencoder; each is built from a plain config dict saved in checkpoints."""
+"""The classifier CNN and the denoising autoencoder, each built from its config (see architecture.py)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from .architecture import CNNConfig, DAEConfig, cnn_feature_side
 from .errors import PipelineError
-from .geometry import cnn_feature_side
 
 
 class CNN(nn.Module):
@@ -15,37 +15,30 @@ class CNN(nn.Module):
     `stride` applies to the first convolution; `padding = kernel_size // 2` keeps the other sizes.
     """
 
-    def __init__(self, *, kernel_size: int = 3, stride: int = 1, dropout: float = 0.25,
-                 channels: tuple[int, ...] = (32, 64), convs_per_block: int = 1, hidden: int = 128,
-                 batchnorm: bool = True) -> None:
+    def __init__(self, config: CNNConfig) -> None:
         super().__init__()
-        side = cnn_feature_side(kernel_size=kernel_size, stride=stride, n_blocks=len(channels),
-                                convs_per_block=convs_per_block)
-        if side <= 0:
-            raise PipelineError(
-                f"kernel_size={kernel_size} with stride={stride} leaves no spatial output after {len(channels)} "
-                "conv blocks on 28x28 images; use a smaller stride or kernel size"
-            )
-        self.config = dict(kernel_size=kernel_size, stride=stride, dropout=dropout, channels=list(channels),
-                           convs_per_block=convs_per_block, hidden=hidden, batchnorm=batchnorm)
+        self.config = config
+        k = config.kernel_size
         blocks, c_in = [], 1
-        for i, c_out in enumerate(channels):
+        for i, c_out in enumerate(config.channels):
             layers: list[nn.Module] = []
-            for j in range(convs_per_block):
-                # Only the first conv strides: striding every block would shrink 28x28 to nothing by block 3.
-                layers.append(nn.Conv2d(c_in, c_out, kernel_size, stride=stride if i == j == 0 else 1,
-                                        padding=kernel_size // 2, bias=not batchnorm))
-                if j == convs_per_block - 1:
-                    # Pool straight after the block's last conv: BatchNorm and ReLU then touch 4x fewer values,
-                    # which makes a training step about a quarter cheaper on the CPU.
+            for j in range(config.convs_per_block):
+                # Only the first conv strides (architecture.cnn_feature_side computes the same sizes).
+                stride = config.stride if i == j == 0 else 1
+                layers.append(nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, bias=not config.batchnorm))
+                if j == config.convs_per_block - 1:
+                    # Pool straight after the block's last conv: BatchNorm and ReLU then touch 4x fewer values.
                     layers.append(nn.MaxPool2d(2))
-                if batchnorm:
+                if config.batchnorm:
                     layers.append(nn.BatchNorm2d(c_out))
                 layers.append(nn.ReLU(inplace=True))
                 c_in = c_out
             blocks.append(nn.Sequential(*layers))
         self.blocks = nn.ModuleList(blocks)
+        side = cnn_feature_side(kernel_size=k, stride=config.stride, n_blocks=len(config.channels),
+                                convs_per_block=config.convs_per_block)
         flat = c_in * side * side
+        hidden, dropout = config.hidden, config.dropout
         head: list[nn.Module] = [nn.Dropout(dropout), nn.Flatten()]
         if hidden:
             head += [nn.Linear(flat, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, 10)]
@@ -78,10 +71,10 @@ class DAE(nn.Module):
     The decoder estimates the noise; the output is the input minus that estimate, clipped to [0, 1].
     """
 
-    def __init__(self, *, width: int = 32, skips: bool = True) -> None:
+    def __init__(self, config: DAEConfig) -> None:
         super().__init__()
-        self.config = dict(width=width, skips=skips)
-        w = width
+        self.config = config
+        w, skips = config.width, config.skips
         self.enc1, self.enc2, self.mid = _conv(1, w), _conv(w, 2 * w), _conv(2 * w, 2 * w)
         self.pool = nn.MaxPool2d(2)
         self.up2 = nn.ConvTranspose2d(2 * w, 2 * w, 2, stride=2)
@@ -89,30 +82,30 @@ class DAE(nn.Module):
         self.up1 = nn.ConvTranspose2d(2 * w, w, 2, stride=2)
         self.dec1 = _conv(2 * w if skips else w, w)
         self.out = nn.Conv2d(w, 1, 1)
-        self.skips = skips
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e1 = self.enc1(x)
         e2 = self.enc2(self.pool(e1))
         m = self.mid(self.pool(e2))
         d2 = self.up2(m)
-        d2 = self.dec2(torch.cat([d2, e2], 1) if self.skips else d2)
+        d2 = self.dec2(torch.cat([d2, e2], 1) if self.config.skips else d2)
         d1 = self.up1(d2)
-        d1 = self.dec1(torch.cat([d1, e1], 1) if self.skips else d1)
+        d1 = self.dec1(torch.cat([d1, e1], 1) if self.config.skips else d1)
         # Residual learning (as in DnCNN): the net estimates the noise, which trains far faster than
         # predicting the clean image from scratch and cannot collapse to an all-black output.
         return (x - self.out(d1)).clamp(0.0, 1.0)
 
 
-KINDS = {"cnn": CNN, "dae": DAE}
+KINDS = {"cnn": (CNN, CNNConfig), "dae": (DAE, DAEConfig)}
 
 
 def build(kind: str, config: dict) -> nn.Module:
-    """Rebuild a model of `kind` from the config saved in its checkpoint."""
+    """Rebuild a model of `kind` from the plain-dict config saved in its checkpoint."""
     if kind not in KINDS:
         raise PipelineError(f"unknown model kind {kind!r} (expected one of {', '.join(KINDS)}); rerun the stage")
+    model_type, config_type = KINDS[kind]
     try:
-        return KINDS[kind](**config)
+        return model_type(config_type(**config))
     except TypeError as exc:
         raise PipelineError(f"checkpoint config {config} does not fit a {kind!r} model ({exc})") from exc
 

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -20,10 +20,12 @@ from pydantic import (
     model_validator,
 )
 
+from .architecture import Channels, ConvsPerBlock, Dropout, Hidden, KernelSize, Stride, Width, spatial_problem
+from .datasets import NAMES as DATASETS
 from .errors import PipelineError
-from .geometry import cnn_feature_side
 
 Device = Literal["auto", "cpu", "cuda"]
+Dataset = Literal[DATASETS]  # a typo fails with one line naming the choices
 
 
 class _Strict(BaseModel):
@@ -43,21 +45,16 @@ class AddAwgn(_Strict):
 
 
 class Recipe(_Strict):
-    """CNN architecture and training-recipe settings beyond the report's six hyperparameters."""
+    """The rest of the CNN's architecture (CNNConfig's keys, typed as there) and training settings beyond the
+    report's six hyperparameters."""
 
-    channels: list[int] = Field(min_length=1, max_length=4)
-    convs_per_block: int = Field(ge=1, le=3)
-    hidden: int = Field(ge=0)
+    channels: Channels
+    convs_per_block: ConvsPerBlock
+    hidden: Hidden
     batchnorm: bool
     weight_decay: float = Field(ge=0)
     label_smoothing: float = Field(ge=0, lt=1)
     max_shift: int = Field(ge=0, le=8)
-
-    @model_validator(mode="after")
-    def _positive_channels(self) -> Recipe:
-        if any(c < 1 for c in self.channels):
-            raise ValueError(f"channels must be positive integers, got {self.channels}")
-        return self
 
 
 class TrainBaseline(Recipe):
@@ -136,7 +133,7 @@ class Retrain(_Strict):
 
 
 class TrainDae(_Strict):
-    width: int = Field(ge=1)
+    width: Width  # this and skips: DAEConfig's keys, typed as there
     skips: bool
     epochs: int = Field(ge=1)
     lr: float = Field(gt=0)
@@ -163,11 +160,26 @@ class Visualize(_Strict):
     sample_index: int = Field(ge=0)
 
 
+class Robustness(_Strict):
+    stds: list[Annotated[float, Field(ge=0, le=10)]] = Field(min_length=1, description="noise levels of the curve")
+    batch_size: int = Field(ge=1)
+    device: Device
+
+    @field_validator("stds")
+    @classmethod
+    def _distinct(cls, v: list[float]) -> list[float]:
+        # Each level names its own metrics; a repeated one would silently overwrite the other.
+        if len(set(v)) != len(v):
+            raise ValueError("must not repeat a noise level")
+        return v
+
+
 class Params(_Strict):
     seed: int = Field(ge=0)
-    kernel_size: int = Field(ge=1, le=28)
-    stride: int = Field(ge=1, le=28)
-    dropout: float = Field(ge=0, lt=1)
+    dataset: Dataset
+    kernel_size: KernelSize  # the CNNConfig keys of the report's six, typed as there
+    stride: Stride
+    dropout: Dropout
     lr: float = Field(gt=0)
     epochs: int = Field(ge=1, le=1000)
     batch_size: int = Field(ge=1)
@@ -181,21 +193,18 @@ class Params(_Strict):
     train_on_denoised: Retrain
     evaluate: Evaluate
     visualize: Visualize
+    robustness: Robustness
 
     @model_validator(mode="after")
     def _spatial(self) -> Params:
-        rec = self.train_baseline
-        if cnn_feature_side(kernel_size=self.kernel_size, stride=self.stride, n_blocks=len(rec.channels),
-                            convs_per_block=rec.convs_per_block) <= 0:
-            raise ValueError(
-                f"kernel_size={self.kernel_size} with stride={self.stride} leaves no spatial output after "
-                f"{len(rec.channels)} conv blocks on 28x28 images; use a smaller kernel_size or stride"
-            )
+        problem = _spatial_problem({**cnn_hyperparameters(self), **self.train_baseline.model_dump()})
+        if problem:
+            raise ValueError(f"{problem}; use a smaller kernel_size or stride")
         return self
 
 
 CNN_KEYS = ("kernel_size", "stride", "dropout", "lr", "epochs", "batch_size")
-SECTIONS = tuple(k for k in Params.model_fields if k not in CNN_KEYS and k != "seed")
+SECTIONS = tuple(k for k in Params.model_fields if k not in CNN_KEYS and k not in ("seed", "dataset"))
 
 
 def _allowed(model: type[BaseModel], loc: tuple) -> list[str]:
@@ -248,6 +257,11 @@ def cnn_hyperparameters(params: Params) -> dict[str, Any]:
     return {k: getattr(params, k) for k in CNN_KEYS}
 
 
+def _spatial_problem(hp: dict[str, Any]) -> str:
+    return spatial_problem(kernel_size=hp["kernel_size"], stride=hp["stride"], n_blocks=len(hp["channels"]),
+                           convs_per_block=hp["convs_per_block"])
+
+
 def tuned_hyperparameters(best: Any, *, source: str) -> dict[str, Any]:
     """The `hyperparameters` of tune_cnn's best-configuration file, checked so a stale or edited file fails clearly."""
     hp = best.get("hyperparameters") if isinstance(best, dict) else None
@@ -259,10 +273,9 @@ def tuned_hyperparameters(best: Any, *, source: str) -> dict[str, Any]:
         checked = _TunedHyperparameters.model_validate(hp)
     except ValidationError as exc:
         raise PipelineError(f"{source}: {_describe(exc.errors()[0])}; rerun `dvc repro tune_cnn`") from None
-    if cnn_feature_side(kernel_size=checked.kernel_size, stride=checked.stride, n_blocks=len(checked.channels),
-                        convs_per_block=checked.convs_per_block) <= 0:
-        raise PipelineError(f"{source}: kernel_size={checked.kernel_size} with stride={checked.stride} leaves no "
-                            "spatial output on 28x28 images; rerun `dvc repro tune_cnn`")
+    problem = _spatial_problem(checked.model_dump())
+    if problem:
+        raise PipelineError(f"{source}: {problem}; rerun `dvc repro tune_cnn`")
     return hp
 
 

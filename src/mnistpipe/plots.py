@@ -26,6 +26,33 @@ DIGIT_COLORS = [
 ]
 
 
+DIGITS = tuple(str(d) for d in range(10))
+
+
+def _names(class_names: Sequence[str] | None) -> list[str]:
+    """The ten class names, index = label (the digits by default)."""
+    names = list(DIGITS if class_names is None else map(str, class_names))
+    if len(names) != 10:
+        raise PipelineError(f"expected 10 class names, got {len(names)}: {names}")
+    return names
+
+
+def _noun(names: Sequence[str]) -> str:
+    return "digit" if tuple(names) == DIGITS else "class"
+
+
+def _label(names: Sequence[str], label: Any) -> str:
+    """A title for one image's label: "label 7" for digits, the class name itself otherwise."""
+    name = names[int(label)]
+    return f"label {name}" if _noun(names) == "digit" else name
+
+
+def _name_ticks(ax, names: Sequence[str], axis: str = "x") -> None:
+    """Ticks 0-9 named by class; long names (Fashion-MNIST's) slanted so that they do not overlap."""
+    slant = {"rotation": 40, "ha": "right"} if axis == "x" and max(map(len, names)) > 2 else {}
+    getattr(ax, f"set_{axis}ticks")(range(10), names, **slant)
+
+
 def _figure(width: float, height: float, **kwargs: Any) -> Figure:
     fig = Figure(figsize=(width, height), **kwargs)
     FigureCanvasAgg(fig)
@@ -73,35 +100,38 @@ def save_png(fig: Figure, path: str | os.PathLike, *, dpi: int = 120) -> None:
         fig.clear()
 
 
-def label_distribution(y: Any, *, title: str = "Training labels") -> Figure:
-    """Bar chart of how many images each digit has, with the count on each bar."""
+def label_distribution(y: Any, *, title: str = "Training labels", class_names: Sequence[str] | None = None) -> Figure:
+    """Bar chart of how many images each class has, with the count on each bar (ticks named by `class_names`)."""
+    names = _names(class_names)
     counts = np.bincount(np.asarray(y).ravel().astype(np.int64), minlength=10)[:10]
     fig = _figure(7, 3.5, layout="constrained")
     ax = fig.add_subplot()
     bars = ax.bar(range(10), counts, color=DIGIT_COLORS)
     ax.bar_label(bars, fontsize=8)
-    ax.set_xticks(range(10))
-    ax.set_xlabel("digit")
+    _name_ticks(ax, names)
+    ax.set_xlabel(_noun(names))
     ax.set_ylabel("images")
     ax.set_title(f"{title} ({int(counts.sum())} images)")
     ax.margins(y=0.12)
     return fig
 
 
-def sample_grid(x: Any, y: Any, *, cols: int = 10, title: str = "Sample images") -> Figure:
-    """The images `x` in a grid, each titled with its label from `y`."""
+def sample_grid(x: Any, y: Any, *, cols: int = 10, title: str = "Sample images",
+                class_names: Sequence[str] | None = None) -> Figure:
+    """The images `x` in a grid, each titled with its label from `y` (named by `class_names`)."""
+    names = _names(class_names)
     n = len(x)
     rows = max(1, math.ceil(n / cols))
     fig = _figure(1.0 * min(cols, max(n, 1)), 1.1 * rows + 0.4, layout="constrained")
     for ax, img, label in zip(_grid(fig, n, cols), x, np.asarray(y).ravel(), strict=True):
-        _show(ax, img, f"label {int(label)}")
+        _show(ax, img, _label(names, label))
     fig.suptitle(title)
     return fig
 
 
 @torch.no_grad()
 def feature_maps(model: torch.nn.Module, image: Any, *, block: int, label: int | None = None,
-                 max_maps: int = 32, cols: int = 8) -> Figure:
+                 max_maps: int = 32, cols: int = 8, class_names: Sequence[str] | None = None) -> Figure:
     """The input digit next to the `max_maps` most active feature maps of conv block `block` (1-based).
 
     The model's `features(x)` gives each block's output after pooling; maps are ranked by mean activation so
@@ -118,7 +148,8 @@ def feature_maps(model: torch.nn.Module, image: Any, *, block: int, label: int |
     rows = max(1, math.ceil(len(order) / cols))
     fig = _figure(2.2 + 1.1 * cols, 1.15 * rows + 0.6, layout="constrained")
     gs = fig.add_gridspec(rows, cols + 2)
-    _show(fig.add_subplot(gs[:, :2]), image, "input" + (f" (label {label})" if label is not None else ""))
+    named = f" ({_label(_names(class_names), label)})" if label is not None else ""
+    _show(fig.add_subplot(gs[:, :2]), image, "input" + named)
     for k, c in enumerate(order):
         ax = fig.add_subplot(gs[k // cols, 2 + k % cols])
         ax.imshow(fmap[c].numpy(), cmap="viridis", interpolation="nearest")
@@ -132,8 +163,10 @@ def feature_maps(model: torch.nn.Module, image: Any, *, block: int, label: int |
 
 
 def misclassified(x: Any, items: Sequence[Mapping[str, Any]], *, cols: int = 8,
-                  title: str = "Most confident errors") -> Figure:
-    """The wrongly classified images listed in `items` ({index, true, pred, confidence}) drawn from `x`."""
+                  title: str = "Most confident errors", class_names: Sequence[str] | None = None) -> Figure:
+    """The wrongly classified images listed in `items` ({index, true, pred, confidence}) drawn from `x`, their
+    labels named by `class_names`."""
+    names = _names(class_names)
     n = len(items)
     if n == 0:
         fig = _figure(4, 1.5, layout="constrained")
@@ -142,33 +175,40 @@ def misclassified(x: Any, items: Sequence[Mapping[str, Any]], *, cols: int = 8,
         ax.text(0.5, 0.5, "no misclassified images", ha="center", va="center")
         return fig
     rows = math.ceil(n / cols)
-    fig = _figure(1.2 * min(cols, n), 1.35 * rows + 0.4, layout="constrained")
+    # Two names such as "T-shirt/top→Ankle boot" are wider than an image: they get a line each.
+    wide = max(map(len, names)) > 2
+    fig = _figure(1.2 * min(cols, n), (1.55 if wide else 1.35) * rows + 0.4, layout="constrained")
     for ax, it in zip(_grid(fig, n, cols), items, strict=True):
-        _show(ax, x[int(it["index"])], f"{it['true']}\u2192{it['pred']} ({100 * it['confidence']:.0f}%)")
+        _show(ax, x[int(it["index"])], f"{names[int(it['true'])]}\u2192" + ("\n" if wide else "")
+              + f"{names[int(it['pred'])]} ({100 * it['confidence']:.0f}%)")
     fig.suptitle(f"{title} (true\u2192predicted, confidence)")
     return fig
 
 
-def noisy_example(clean: Any, noisy: Any, *, label: int | None = None, psnr_db: float | None = None) -> Figure:
-    """One digit before and after adding noise."""
+def noisy_example(clean: Any, noisy: Any, *, label: int | None = None, psnr_db: float | None = None,
+                  class_names: Sequence[str] | None = None) -> Figure:
+    """One image before and after adding noise, titled with its class."""
     fig = _figure(5, 2.8, layout="constrained")
     a, b = fig.subplots(1, 2)
     _show(a, clean, "clean")
     _show(b, noisy, "noisy" + (f" (PSNR {psnr_db:.1f} dB)" if psnr_db is not None else ""))
     if label is not None:
-        fig.suptitle(f"Digit {label}")
+        names = _names(class_names)
+        fig.suptitle(f"{_noun(names).capitalize()} {names[int(label)]}")
     return fig
 
 
-def denoising_grid(rows: Mapping[str, Any], *, labels: Any = None) -> Figure:
-    """One row per image set (e.g. original, noisy, denoised), the same images in each column."""
+def denoising_grid(rows: Mapping[str, Any], *, labels: Any = None, class_names: Sequence[str] | None = None) -> Figure:
+    """One row per image set (e.g. original, noisy, denoised), the same images in each column, the first row
+    titled with the `labels` named by `class_names`."""
+    classes = _names(class_names)
     names = list(rows)
     n = len(rows[names[0]])
     fig = _figure(1.1 * n + 0.8, 1.15 * len(names) + 0.3, layout="constrained")
     axes = fig.subplots(len(names), n, squeeze=False)
     for r, name in enumerate(names):
         for c in range(n):
-            title = f"label {int(labels[c])}" if labels is not None and r == 0 else None
+            title = _label(classes, labels[c]) if labels is not None and r == 0 else None
             _show(axes[r, c], rows[name][c], title)
         axes[r, 0].set_ylabel(name)
     return fig
@@ -181,7 +221,7 @@ def tsne_embed(x: Any, *, perplexity: float, seed: int, max_iter: int = 500, n_j
     embedding (it does on some CPUs), so callers whose output must not depend on the machine pass `n_jobs`
     explicitly; the default, every core this process may use, suits timing runs only. 500 iterations (250 of
     them early exaggeration) rather than sklearn's 1000: the clusters are settled by then, and it halves the
-    time. Two threads take 10k images from 38 s to 22 s on a 2-core machine.
+    time.
     """
     from sklearn.manifold import TSNE  # imported here: sklearn's manifold module is slow to import
     from threadpoolctl import threadpool_limits  # installed with scikit-learn, which uses it itself
@@ -199,21 +239,24 @@ def tsne_embed(x: Any, *, perplexity: float, seed: int, max_iter: int = 500, n_j
         return tsne.fit_transform(a)
 
 
-def tsne_figure(embeddings: Mapping[str, np.ndarray], labels: Any, *,
-                title: str = "t-SNE of test images (pixels), coloured by true digit") -> Figure:
-    """One scatter panel per image set, all coloured by digit with the same colours and one shared legend."""
+def tsne_figure(embeddings: Mapping[str, np.ndarray], labels: Any, *, title: str | None = None,
+                class_names: Sequence[str] | None = None) -> Figure:
+    """One scatter panel per image set, all coloured by class with the same colours and one shared legend that
+    names the classes (`class_names`)."""
+    names = _names(class_names)
+    title = title or f"t-SNE of test images (pixels), coloured by true {_noun(names)}"
     y = np.asarray(labels).ravel().astype(np.int64)
     fig = _figure(4.2 * len(embeddings) + 1.0, 4.4, layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(embeddings), squeeze=False)).ravel()
     for ax, (name, emb) in zip(axes, embeddings.items(), strict=True):
         for d in range(10):
             pts = emb[y[: len(emb)] == d]
-            ax.scatter(pts[:, 0], pts[:, 1], s=3, color=DIGIT_COLORS[d], label=str(d), rasterized=True)
+            ax.scatter(pts[:, 0], pts[:, 1], s=3, color=DIGIT_COLORS[d], label=names[d], rasterized=True)
         ax.set_title(name)
         ax.set_xticks([])
         ax.set_yticks([])
-    handles = [axes[0].scatter([], [], s=25, color=DIGIT_COLORS[d], label=str(d)) for d in range(10)]
-    fig.legend(handles=handles, loc="outside right center", title="digit", frameon=False)
+    handles = [axes[0].scatter([], [], s=25, color=DIGIT_COLORS[d], label=names[d]) for d in range(10)]
+    fig.legend(handles=handles, loc="outside right center", title=_noun(names), frameon=False)
     fig.suptitle(title)
     return fig
 
@@ -265,12 +308,15 @@ def comparison(results: Mapping[str, Mapping[str, Any]], *, reference: Mapping[s
     return fig
 
 
-def confusion_matrices(confusions: Mapping[str, Any], *, cols: int = 3) -> Figure:
-    """One 10x10 confusion matrix per model with the count in every non-empty cell.
+def confusion_matrices(confusions: Mapping[str, Any], *, cols: int = 3,
+                       class_names: Sequence[str] | None = None) -> Figure:
+    """One 10x10 confusion matrix per model with the count in every non-empty cell, its rows and columns named by
+    `class_names`.
 
     Cells are shaded by the fraction of each true digit (row) so that the off-diagonal errors stay visible
     next to the large diagonal counts.
     """
+    names = _names(class_names)
     n = len(confusions)
     cols = max(1, min(cols, n))
     rows = max(1, math.ceil(n / cols))
@@ -285,9 +331,34 @@ def confusion_matrices(confusions: Mapping[str, Any], *, cols: int = 3) -> Figur
                         color="white" if frac[i, j] > 0.5 else "black")
         acc = np.trace(cm) / max(cm.sum(), 1)
         ax.set_title(f"{name} (accuracy {100 * acc:.2f}%)", fontsize=10)
-        ax.set_xticks(range(10))
-        ax.set_yticks(range(10))
+        _name_ticks(ax, names)
+        _name_ticks(ax, names, axis="y")
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
     return fig
 
+
+
+def robustness(rows: Sequence[Mapping[str, Any]], labels: Mapping[str, str], *,
+               train_std: float | None = None) -> Figure:
+    """Test accuracy against noise std, one line per method.
+
+    `rows` holds one mapping per std with "std" and each key of `labels` (method -> legend text); `train_std`,
+    the noise level the noisy and denoising models were trained on, is marked with a dashed line.
+    """
+    rows = sorted(rows, key=lambda r: float(r["std"]))
+    stds = [float(r["std"]) for r in rows]
+    fig = _figure(7.0, 4.5, layout="constrained")
+    ax = fig.subplots()
+    for k, (key, label) in enumerate(labels.items()):
+        ax.plot(stds, [100 * float(r[key]) for r in rows], marker="o", color=DIGIT_COLORS[k % 10], label=label)
+    if train_std is not None:
+        ax.axvline(train_std, color="grey", linestyle="--", linewidth=1,
+                   label=f"training noise (std {train_std:g})")
+    ax.set_xlabel("AWGN std of the test images")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100.5)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title("Accuracy against test noise")
+    return fig

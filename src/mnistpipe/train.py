@@ -1,15 +1,16 @@
 """One training loop for both models: in-memory tensors, batches by index, one-cycle schedule, seeded.
 
-`train_cnn` and `train_dae` take every hyperparameter as a keyword argument, so a stage calls them with
-`**params` and the tuner calls the very same functions with a trial's values.
+`train_cnn` and `train_dae` take the model's architecture config and every training setting as a keyword
+argument, so a stage calls them with its params section and the tuner calls the very same functions with a
+trial's values.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -17,12 +18,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .architecture import CNNConfig, DAEConfig
 from .errors import PipelineError
 from .models import CNN, DAE
 from .noise import mean_psnr
 
 EpochCallback = Callable[[int, dict], None]
-CheckCallback = Callable[[nn.Module, float], None]  # (model, training seconds so far), for time-to-accuracy
 DIVERGED_LOSS = 1e4  # cross-entropy starts near 2.3 and MSE of [0, 1] images is at most 1
 # bf16 autocast pays on GPUs (tensor cores); on CPUs without native bf16 it is slower and breaks bit-exact reruns.
 BF16_DEVICES = ("cuda",)
@@ -34,6 +35,37 @@ class FitResult:
 
     history: list[dict] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
+
+
+class Stopwatch:
+    """Training seconds on `device`: the loop starts and stops it around each epoch's steps, and a step
+    callback pauses it around work of its own (a benchmark's probe), which then does not count as training."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds = 0.0
+        self._since = 0.0
+
+    def start(self) -> None:
+        """Start (or resume) counting."""
+        self._since = time.perf_counter()
+
+    def stop(self) -> float:
+        """Stop counting, once the GPU (if any) has finished its queued work; returns the seconds so far."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - self._since
+        return self.seconds
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[float]:
+        """Stop the clock for the block, which gets the training seconds so far."""
+        yield self.stop()
+        self.start()
+
+
+# (model, step within the epoch counted from 1, the training clock); called after every optimizer step.
+StepCallback = Callable[[nn.Module, int, Stopwatch], None]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -77,27 +109,25 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 2048, device
 
 def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn, validate, epochs: int, lr: float,
          batch_size: int, seed: int, weight_decay: float, max_shift: int, device: torch.device,
-         on_epoch: EpochCallback | None, progress: bool, desc: str, on_check: CheckCallback | None = None,
-         checks_per_epoch: int = 0) -> FitResult:
+         on_epoch: EpochCallback | None, on_step: StepCallback | None, progress: bool, desc: str) -> FitResult:
     if batch_size > len(x):
         raise PipelineError(f"batch_size={batch_size} is larger than the {len(x)} training images; lower batch_size")
     gen = torch.Generator().manual_seed(seed)
-    # channels_last (NHWC) pays on CPU too: oneDNN's convolutions run 1.5-1.8x faster on 2 cores than in NCHW.
+    # channels_last (NHWC): oneDNN's CPU convolutions, like cuDNN's, are faster in it than in NCHW.
     model.to(device, memory_format=torch.channels_last)
     x, y = x.to(device).contiguous(memory_format=torch.channels_last), y.to(device)
     steps = len(x) // batch_size  # drop the ragged last batch: every step has the same size
-    check_at = {round(steps * (k + 1) / checks_per_epoch) for k in range(checks_per_epoch)} if on_check else set()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     total_steps = epochs * steps
     # OneCycleLR divides by zero when the warm-up ends on step 1 (exactly 4 steps at 25 %): nudge it off.
     pct = 0.25 if 0.25 * total_steps != 1 else 0.3
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=pct)
-    result, t_train = FitResult(), 0.0
-    # A bar only on a terminal: in logs (dvc, CI, the queue) it would garble the one-line error messages.
-    bar = tqdm(range(1, epochs + 1), desc=desc, disable=not (progress and sys.stderr.isatty()), leave=False)
+    result, clock = FitResult(), Stopwatch(device)
+    # disable=None: a bar only on a terminal; in logs (dvc, CI, the queue) it would garble the one-line errors.
+    bar = tqdm(range(1, epochs + 1), desc=desc, disable=None if progress else True, leave=False)
     for epoch in bar:
         model.train()
-        t0 = time.perf_counter()
+        clock.start()
         order = torch.randperm(len(x), generator=gen).to(device)
         total = torch.zeros((), device=device)
         for step in range(steps):
@@ -110,21 +140,17 @@ def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn, validat
             opt.step()
             sched.step()
             total += loss.detach()
-            if step + 1 in check_at and step + 1 < steps:  # the epoch's last check waits for its end
-                t_train += elapsed(t0, device)
-                on_check(model, t_train)
-                model.train()
-                t0 = time.perf_counter()
+            if on_step is not None:
+                on_step(model, step + 1, clock)
+                model.train()  # the callback may have switched to eval mode
+        train_seconds = clock.stop()
         train_loss = float(total) / max(steps, 1)
         # A finite but astronomically large loss (lr=1000 with BatchNorm) is divergence too.
         if not math.isfinite(train_loss) or train_loss > DIVERGED_LOSS:
             raise PipelineError(
                 f"{desc}: training diverged (loss is {train_loss} in epoch {epoch}) with lr={lr}; lower lr"
             )
-        t_train += elapsed(t0, device)
-        if on_check is not None:
-            on_check(model, t_train)
-        record = {"epoch": epoch, "train_loss": train_loss, **validate(model), "train_seconds": t_train}
+        record = {"epoch": epoch, "train_loss": train_loss, **validate(model), "train_seconds": train_seconds}
         result.history.append(record)
         bar.set_postfix({k: round(v, 4) for k, v in record.items() if k.startswith("val")})
         if on_epoch is not None:
@@ -138,32 +164,20 @@ def _autocast(device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type in BF16_DEVICES)
 
 
-def elapsed(t0: float, device: torch.device) -> float:
-    """Seconds since `t0`, after the GPU (if any) has finished its queued work."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
-
-
-def train_cnn(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, *,
-              kernel_size: int, stride: int, dropout: float, lr: float, epochs: int, batch_size: int,
-              seed: int, channels=(32, 64), convs_per_block: int = 1, hidden: int = 128,
-              batchnorm: bool = True, weight_decay: float = 5e-4, label_smoothing: float = 0.0,
-              max_shift: int = 0, device: str = "auto", on_epoch: EpochCallback | None = None,
-              progress: bool = False, on_check: CheckCallback | None = None,
-              checks_per_epoch: int = 0) -> tuple[CNN, FitResult]:
-    """Build a CNN from the hyperparameters and train it on float images (N, 1, 28, 28) in [0, 1].
+def train_cnn(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
+              config: CNNConfig, *, lr: float, epochs: int, batch_size: int, seed: int, weight_decay: float = 5e-4,
+              label_smoothing: float = 0.0, max_shift: int = 0, device: str = "auto",
+              on_epoch: EpochCallback | None = None, on_step: StepCallback | None = None,
+              progress: bool = False) -> tuple[CNN, FitResult]:
+    """Build a CNN from `config` and train it on float images (N, 1, 28, 28) in [0, 1].
 
     Validation loss and accuracy are computed after every epoch; returns the trained model (on CPU) and
-    its `FitResult` whose metrics hold val_acc, val_loss, train_loss and train_seconds. `on_check(model,
-    seconds)`, the benchmark's probe, runs with the clock stopped at the end of every epoch and, with
-    `checks_per_epoch` = k > 1, also after each further k-th of it.
+    its `FitResult` whose metrics hold val_acc, val_loss, train_loss and train_seconds.
     """
     dev = resolve_device(device)
     # nn.init and Dropout draw from the global generator; seeding it here makes the run reproducible.
     torch.manual_seed(seed)
-    model = CNN(kernel_size=kernel_size, stride=stride, dropout=dropout, channels=tuple(channels),
-                convs_per_block=convs_per_block, hidden=hidden, batchnorm=batchnorm)
+    model = CNN(config)
 
     def validate(m: nn.Module) -> dict:
         logits = predict(m, x_val, device=dev)
@@ -175,16 +189,15 @@ def train_cnn(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
 
     result = _fit(model, x_train, y_train, loss_fn=loss_fn, validate=validate, epochs=epochs, lr=lr,
                   batch_size=batch_size, seed=seed, weight_decay=weight_decay, max_shift=max_shift,
-                  device=dev, on_epoch=on_epoch, progress=progress, desc="cnn", on_check=on_check,
-                  checks_per_epoch=checks_per_epoch)
+                  device=dev, on_epoch=on_epoch, on_step=on_step, progress=progress, desc="cnn")
     return model, result
 
 
 def train_dae(noisy_train: torch.Tensor, clean_train: torch.Tensor, noisy_val: torch.Tensor,
-              clean_val: torch.Tensor, *, width: int, skips: bool, lr: float, epochs: int, batch_size: int,
-              seed: int, weight_decay: float = 0.0, device: str = "auto",
-              on_epoch: EpochCallback | None = None, progress: bool = False) -> tuple[DAE, FitResult]:
-    """Train a denoising autoencoder (noisy -> clean, MSE loss); val PSNR (dB) is logged per epoch."""
+              clean_val: torch.Tensor, config: DAEConfig, *, lr: float, epochs: int, batch_size: int, seed: int,
+              weight_decay: float = 0.0, device: str = "auto", on_epoch: EpochCallback | None = None,
+              progress: bool = False) -> tuple[DAE, FitResult]:
+    """Train a denoising autoencoder built from `config` (noisy -> clean, MSE loss); val PSNR (dB) per epoch."""
     if noisy_train.shape != clean_train.shape or noisy_val.shape != clean_val.shape:
         raise PipelineError(
             f"noisy and clean images differ in shape ({tuple(noisy_train.shape)} vs {tuple(clean_train.shape)}); "
@@ -192,7 +205,7 @@ def train_dae(noisy_train: torch.Tensor, clean_train: torch.Tensor, noisy_val: t
         )
     dev = resolve_device(device)
     torch.manual_seed(seed)
-    model = DAE(width=width, skips=skips)
+    model = DAE(config)
 
     def validate(m: nn.Module) -> dict:
         out = predict(m, noisy_val, device=dev)
@@ -200,5 +213,5 @@ def train_dae(noisy_train: torch.Tensor, clean_train: torch.Tensor, noisy_val: t
 
     result = _fit(model, noisy_train, clean_train, loss_fn=F.mse_loss, validate=validate, epochs=epochs, lr=lr,
                   batch_size=batch_size, seed=seed, weight_decay=weight_decay, max_shift=0, device=dev,
-                  on_epoch=on_epoch, progress=progress, desc="dae")
+                  on_epoch=on_epoch, on_step=None, progress=progress, desc="dae")
     return model, result

@@ -26,6 +26,7 @@ import optuna
 import pandas as pd
 import torch
 
+from .architecture import CNNConfig
 from .errors import PipelineError
 from .train import train_cnn
 
@@ -86,7 +87,8 @@ def make_objective(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Te
                 raise optuna.TrialPruned()
 
         try:
-            _, result = train_cnn(x_train, y_train, x_val, y_val, **hp, **recipe, seed=seed, device=device,
+            config, training = CNNConfig.split({**hp, **recipe})
+            _, result = train_cnn(x_train, y_train, x_val, y_val, config, **training, seed=seed, device=device,
                                   on_epoch=on_epoch)
         except PipelineError as exc:  # a diverged or impossible configuration is a failed trial, not a crash
             trial.set_user_attr("error", str(exc))
@@ -167,9 +169,7 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
     while not max_trials or ran < max_trials:
         if len(study.get_trials(deepcopy=False)) >= n_trials:
             break
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=RuntimeWarning)
-            study.optimize(objective, n_trials=1)
+        study.optimize(objective, n_trials=1)
         ran += 1
     return ran
 
@@ -247,9 +247,7 @@ def tune_cnn(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         sampler, pruner = _sampler_and_pruner(seed, pruner_warmup_epochs)
         study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner, study_name=study_name)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=RuntimeWarning)
-            study.optimize(objective, n_trials=n_trials)
+        study.optimize(objective, n_trials=n_trials)
         return collect(study, n_trials=n_trials)
 
     spec = {"space": space, "recipe": recipe, "seed": seed, "trial_train_size": trial_train_size,
@@ -275,6 +273,7 @@ def worker_name() -> str:
 
 def study_figures(study: optuna.Study) -> dict[str, Any]:
     """Matplotlib figures of the search: optimisation history, parameter importance, parallel coordinates."""
+    # Imported here: the tuning workers import this module too, and only the stage draws figures.
     import matplotlib
 
     matplotlib.use("Agg")
@@ -282,7 +281,9 @@ def study_figures(study: optuna.Study) -> dict[str, Any]:
 
     figs = {}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # optuna marks its matplotlib backend experimental
+        warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)  # its matplotlib backend
+        # A dimension searched over one value (epochs {low: 1, high: 1}) gets a flat axis, which matplotlib widens.
+        warnings.filterwarnings("ignore", message="Attempting to set identical low and high", category=UserWarning)
         figs["optimization_history"] = ovm.plot_optimization_history(study).figure
         figs["parallel_coordinate"] = ovm.plot_parallel_coordinate(study).figure
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

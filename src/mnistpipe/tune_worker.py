@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from . import data, io, tune
+from . import io, tensors, tune
 from .errors import PipelineError, run_stage
 
 
@@ -41,7 +41,7 @@ def load_training_data(path: str | os.PathLike, *, sha256: str, study_name: str)
     missing = {"x_train", "y_train", "x_val", "y_val"} - set(t)
     if missing:
         raise PipelineError(f"{path} lacks {', '.join(sorted(missing))}; rerun `dvc repro download`")
-    return {k: data.to_float(v) if k.startswith("x_") else v for k, v in t.items()}
+    return {k: tensors.to_float(v) if k.startswith("x_") else v for k, v in t.items()}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

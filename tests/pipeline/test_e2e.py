@@ -150,9 +150,9 @@ def test_exp_run_set_param_and_metrics_diff(repo_copy, helpers):
 def test_tensor_files_hold_only_their_data(tiny_repo, helpers):
     """A tensor file is about as large as its tensors: a sliced view must not drag its whole storage along.
 
-    Known bug: stages/download.py keeps `x_test[:test_limit]` (a view) and torch.save writes the view's whole
-    storage, so with test_limit 200 data/prepared/test.pt holds all 10,000 test images (~7.9 MB, not ~0.2 MB).
-    Fix: `.clone()` the sliced tensors.
+    Regression: stages/download.py once kept `x_test[:test_limit]` (a view), and torch.save writes a view's whole
+    storage, so with test_limit 200 data/prepared/test.pt held all 10,000 test images (~7.9 MB, not ~0.2 MB).
+    The stage now `.clone()`s the sliced tensors.
     """
     import torch
 

@@ -96,11 +96,11 @@ def test_rerun_reproduces_results(tiny_repo, rerun_repo, helpers):
 def test_tensor_files_are_byte_identical(tiny_repo, rerun_repo, helpers):
     """DVC tracks outputs by MD5, so identical results should be identical files.
 
-    Known bug: io.save_tensors calls torch.save on the temporary file `.NAME.<random>.tmp`, and torch.save names the
-    zip archive's top folder after the file it writes, so every .pt file embeds a random name and gets a new MD5 on
-    every run. `dvc repro --force <stage>` (or any rerun with unchanged results) then makes DVC rerun every stage
-    downstream, and experiments show changed outputs where nothing changed. Fix: torch.save into an io.BytesIO and
-    write its bytes to the temporary file (the archive is then always named "archive").
+    Regression: io.save_tensors once called torch.save on the temporary file `.NAME.<random>.tmp`, and torch.save
+    names the zip archive's top folder after the file it writes, so every .pt file embedded a random name and got a
+    new MD5 on every run: `dvc repro --force <stage>` (or any rerun with unchanged results) then made DVC rerun
+    every stage downstream. io.save_tensors now torch.saves into an io.BytesIO and writes its bytes (the archive is
+    then always named "archive").
     """
     repo, _ = rerun_repo
     rels = [rel for rel in _rerun_files(helpers, tiny_repo, rerun_repo) if rel.endswith(".pt")]

@@ -69,15 +69,15 @@ def test_diverged_training(repo_copy, helpers):
     """lr: 1000 on the tiny run: the loss reaches ~4e10 but stays finite in the single epoch (regression: a check
     for non-finite losses alone accepted it, and the stage exited 0 with a useless checkpoint).
 
-    Known bug: train._fit's tqdm bar writes to stderr even when stderr is not a terminal, so captured stderr (dvc
-    and CI logs, `dvc queue logs`) reads '\\rcnn:   0%|...\\r    \\rerror: ...' instead of one 'error:' line."""
+    Regression: train._fit's tqdm bar once wrote to stderr even when stderr was not a terminal, so captured stderr
+    (dvc and CI logs, `dvc queue logs`) read '\\rcnn:   0%|...\\r    \\rerror: ...' instead of one 'error:' line."""
     helpers.set_param(repo_copy, "lr", 1000)
     _expect_error(helpers, repo_copy, "train_baseline", "diverged", "lr")
 
 
 def test_diverged_training_nan(repo_copy, helpers):
     """An lr so large that the loss turns NaN: the divergence check fires, and the error must be the only line
-    (same known bug as above: the progress bar on stderr)."""
+    (the same regression as above: the progress bar on stderr)."""
     helpers.set_param(repo_copy, "lr", 1.0e30)
     _expect_error(helpers, repo_copy, "train_baseline", "diverged", "lower lr")
 
@@ -95,9 +95,9 @@ def test_output_directory_is_a_file(repo_copy, helpers):
 
 def test_metrics_directory_is_a_file(repo_copy, helpers):
     """metrics/train_baseline (a dvclive folder) is a regular file. Either the stage refuses (exit 2, one line) or
-    it replaces the file with its folder; both are fine, leftovers are not. Known bug: io.atomic_dir moves the file
-    to metrics/.train_baseline.old and then calls shutil.rmtree(..., ignore_errors=True) on it, which cannot remove
-    a file, so `.train_baseline.old` stays behind."""
+    it replaces the file with its folder; both are fine, leftovers are not. Regression: io.atomic_dir once moved
+    the file to metrics/.train_baseline.old and removed it with shutil.rmtree(..., ignore_errors=True), which
+    cannot remove a file, so `.train_baseline.old` stayed behind."""
     target = repo_copy / "metrics/train_baseline"
     shutil.rmtree(target)
     target.write_text("in the way\n")

@@ -1,7 +1,7 @@
 """Bad input through every stage script that reads artifacts: for each of add_awgn, tune_cnn, train_on_noisy,
-train_dae, denoise, train_on_denoised, evaluate and visualize, a missing input, a corrupt one and one of the wrong
-kind or shape. Each must give exit status 2, exactly one `error: ...` line naming the file and the stage to rerun,
-and leave every output the stage declares (and the broken input itself) as it was.
+train_dae, denoise, train_on_denoised, evaluate, visualize and robustness, a missing input, a corrupt one and one of
+the wrong kind or shape. Each must give exit status 2, exactly one `error: ...` line naming the file and the stage
+to rerun, and leave every output the stage declares (and the broken input itself) as it was.
 
 A stage run costs a few seconds of imports, so the cases of one stage share one copy of the reproduced tiny
 repository: a case breaks one input, runs the stage, checks, and puts the input back from its saved bytes.
@@ -97,6 +97,17 @@ def _dae_of_other_width(ckpt: dict) -> None:
     ckpt["config"] = {**ckpt["config"], "width": 2 * ckpt["config"]["width"]}
 
 
+def _stds(value):
+    """params.yaml with another `robustness.stds` (the noise levels of the robustness curve)."""
+    def brk(repo: Path, path: Path) -> None:
+        import yaml
+
+        params = yaml.safe_load(path.read_text())
+        params["robustness"]["stds"] = value
+        path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return brk
+
+
 def _without(*keys: str):
     def edit(obj: dict) -> None:
         for key in keys:
@@ -173,6 +184,13 @@ CASES = [
          ("models/tuned.pt", "'dae'", REPRO("tune_cnn"))),
     Case("visualize", "result_missing", "metrics/evaluate.json", json_edit(_without("tuned")),
          ("metrics/evaluate.json", "tuned", REPRO("evaluate"))),
+    # robustness: four checkpoints and its own std list
+    Case("robustness", "missing", "models/denoised.pt", missing, ("models/denoised.pt", REPRO("train_on_denoised"))),
+    Case("robustness", "corrupt", "models/dae.pt", truncated, ("models/dae.pt", "corrupt", REPRO("train_dae"))),
+    Case("robustness", "dae_as_cnn", "models/noisy.pt", copied_from("models/dae.pt"),
+         ("models/noisy.pt", "'dae'", REPRO("train_on_noisy"))),
+    Case("robustness", "no_stds", "params.yaml", _stds([]), ("robustness.stds", "at least 1")),
+    Case("robustness", "negative_std", "params.yaml", _stds([0.0, -0.2]), ("robustness.stds", "-0.2")),
 ]
 STAGES = tuple(dict.fromkeys(c.stage for c in CASES))
 
@@ -217,7 +235,7 @@ def stage_repos(tiny_repo, tmp_path_factory):
 def test_every_stage_has_the_three_kinds_of_case():
     kinds = {stage: {c.name for c in CASES if c.stage == stage} for stage in STAGES}
     assert set(STAGES) == {"add_awgn", "tune_cnn", "train_on_noisy", "train_dae", "denoise", "train_on_denoised",
-                           "evaluate", "visualize"}
+                           "evaluate", "visualize", "robustness"}
     for stage, names in kinds.items():
         assert {"missing", "corrupt"} <= names and len(names) >= 3, f"{stage}: {sorted(names)}"
 

@@ -12,6 +12,7 @@ import torch
 from mnistpipe import data
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+MNIST_ENV = data.mirror_env("mnist")  # these tests need the real MNIST files, whatever the dataset
 
 # The tensors here are tiny: one intra-op thread avoids oversubscribing a small shared CPU, which made each
 # tiny training run many times slower than with a single thread.
@@ -23,12 +24,12 @@ def _mnist_dir() -> tuple[Path | None, str]:
 
     Resolved once at import time so a test that monkeypatches MNIST_MIRROR cannot move it.
     """
-    env = os.environ.get(data.MIRROR_ENV, "").strip()
+    env = os.environ.get(MNIST_ENV, "").strip()
     if env:
         if "://" in env and not env.startswith("file://"):
-            return None, f"{data.MIRROR_ENV}={env} is a URL; these tests need a local directory of the MNIST .gz files"
+            return None, f"{MNIST_ENV}={env} is a URL; these tests need a local directory of the MNIST .gz files"
         path = Path(env.removeprefix("file://"))
-        source = f"{data.MIRROR_ENV}={env}"
+        source = f"{MNIST_ENV}={env}"
     else:
         path = REPO_ROOT.parent / "shared" / "datasets" / "mnist"
         source = "<repo root>/../shared/datasets/mnist (set MNIST_MIRROR to override)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import http.server
@@ -156,13 +157,18 @@ def test_truncated_real_labels(real_raw):
 
 
 def test_mirror_list_puts_env_first():
-    assert data.mirror_list({}) == list(data.PUBLIC_MIRRORS)
-    assert data.mirror_list({"MNIST_MIRROR": "  "}) == list(data.PUBLIC_MIRRORS)
-    assert data.mirror_list({"MNIST_MIRROR": "/some/dir"}) == ["/some/dir", *data.PUBLIC_MIRRORS]
+    assert data.mirror_list(environ={}) == list(data.PUBLIC_MIRRORS)
+    assert data.mirror_list(environ={"MNIST_MIRROR": "  "}) == list(data.PUBLIC_MIRRORS)
+    assert data.mirror_list(environ={"MNIST_MIRROR": "/some/dir"}) == ["/some/dir", *data.PUBLIC_MIRRORS]
+    assert data.mirror_list(environ={"MNIST_MIRROR": "/some/dir", "MNIST_MIRROR_ONLY": "1"}) == ["/some/dir"]
+    assert data.mirror_list(environ={"MNIST_MIRROR": "/some/dir", "MNIST_MIRROR_ONLY": "0"}) == [
+        "/some/dir", *data.PUBLIC_MIRRORS]
     assert len(data.PUBLIC_MIRRORS) >= 2 and all(m.startswith("http") for m in data.PUBLIC_MIRRORS)
 
 
 def test_mirror_list_reads_the_environment(monkeypatch):
+    for var in ("DATASET_MIRROR", "DATASET_MIRROR_ONLY", "MNIST_MIRROR_ONLY"):
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("MNIST_MIRROR", "https://example.org/mnist/")
     assert data.mirror_list() == ["https://example.org/mnist/", *data.PUBLIC_MIRRORS]
     monkeypatch.delenv("MNIST_MIRROR")
@@ -178,8 +184,9 @@ def make_mirror(path: Path, files: dict[str, bytes]) -> str:
 
 @pytest.fixture
 def labels_only(monkeypatch):
-    """Restrict download() to the two small label files so per-file logic runs on a few hundred kB."""
-    monkeypatch.setattr(data, "FILES", {k: data.FILES[k] for k in SMALL})
+    """Restrict download() to MNIST's two small label files so per-file logic runs on a few hundred kB."""
+    mnist = data.SOURCES["mnist"]
+    monkeypatch.setitem(data.SOURCES, "mnist", dataclasses.replace(mnist, files={k: mnist.files[k] for k in SMALL}))
 
 
 def test_download_all_four_real_files(mnist_dir, tmp_path):
@@ -250,11 +257,11 @@ def test_download_no_mirror_works(labels_only, real_gz, tmp_path):
     with pytest.raises(PipelineError) as exc:
         data.download(mirrors, dest, timeout=5)
     msg = one_line(exc)
-    assert msg.startswith("could not get train-labels-idx1-ubyte.gz from any mirror")
+    assert msg.startswith("could not get MNIST's train-labels-idx1-ubyte.gz from any mirror")
     for m in mirrors:
         assert m in msg
     assert "not a valid gzip file" in msg
-    assert "MNIST_MIRROR" in msg
+    assert "set MNIST_MIRROR or DATASET_MIRROR to a directory or URL" in msg
     assert not dest.exists() or not any(dest.iterdir())  # nothing half-written
 
 
@@ -310,16 +317,6 @@ def test_split_on_real_images(t10k):
     s = data.split(x[:500], y[:500], val_size=100, seed=0)
     assert s["x_train"].shape == (400, 28, 28) and s["x_val"].shape == (100, 28, 28)
     assert s["x_train"].dtype == torch.uint8
-
-
-def test_check_counts_names_both_files_and_the_stage():
-    images = {"x_train": torch.zeros(5, 28, 28), "x_val": torch.zeros(2, 28, 28)}
-    data.check_counts(images, {"y_train": torch.zeros(5), "y_val": torch.zeros(2)}, images_source="a.pt",
-                      labels_source="b.pt", producer="add_awgn")
-    with pytest.raises(PipelineError) as exc:
-        data.check_counts(images, {"y_train": torch.zeros(5), "y_val": torch.zeros(3)}, images_source="a.pt",
-                          labels_source="b.pt", producer="add_awgn")
-    assert str(exc.value) == "a.pt has 2 val images but b.pt has 3 labels; rerun `dvc repro add_awgn`"
 
 
 # ---------------------------------------------------------------- hostile mirrors and files

@@ -1,14 +1,21 @@
-"""mnistpipe.models: CNN shapes across kernel/stride/depth, the DAE, and checkpoint round trips."""
+"""mnistpipe.models and .architecture: CNN shapes across kernel/stride/depth, the DAE, the configs, and
+checkpoint round trips."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from mnistpipe import io, models
+from mnistpipe.architecture import CNNConfig, DAEConfig, cnn_feature_side
 from mnistpipe.errors import PipelineError
+
+PARAMS_YAML = Path(__file__).resolve().parents[2] / "params.yaml"
 
 KERNELS = (1, 2, 3, 4, 5, 7)
 STRIDES = (1, 2, 3)
@@ -37,17 +44,17 @@ def test_cnn_shapes(kernel_size, stride):
     n_valid = 0
     for channels in DEPTHS:
         for cpb in (1, 2):
-            side = models.cnn_feature_side(kernel_size=kernel_size, stride=stride, n_blocks=len(channels),
-                                           convs_per_block=cpb)
+            side = cnn_feature_side(kernel_size=kernel_size, stride=stride, n_blocks=len(channels),
+                                    convs_per_block=cpb)
             assert side == reference_side(kernel_size, stride, len(channels), cpb), (channels, cpb)
             if side <= 0:
                 with pytest.raises(PipelineError, match=f"kernel_size={kernel_size} with stride={stride}"):
-                    models.CNN(kernel_size=kernel_size, stride=stride, channels=channels, convs_per_block=cpb,
-                               hidden=8)
+                    CNNConfig(kernel_size=kernel_size, stride=stride, channels=channels, convs_per_block=cpb,
+                              hidden=8)
                 continue
             n_valid += 1
-            model = models.CNN(kernel_size=kernel_size, stride=stride, channels=channels, convs_per_block=cpb,
-                               hidden=8).eval()
+            model = models.CNN(CNNConfig(kernel_size=kernel_size, stride=stride, channels=channels,
+                                         convs_per_block=cpb, hidden=8)).eval()
             with torch.no_grad():
                 out = model(x)
                 maps = model.features(x)
@@ -55,15 +62,14 @@ def test_cnn_shapes(kernel_size, stride):
             assert torch.isfinite(out).all()
             assert len(maps) == len(channels)
             for i, (m, c) in enumerate(zip(maps, channels, strict=True)):
-                s = models.cnn_feature_side(kernel_size=kernel_size, stride=stride, n_blocks=i + 1,
-                                            convs_per_block=cpb)
+                s = cnn_feature_side(kernel_size=kernel_size, stride=stride, n_blocks=i + 1, convs_per_block=cpb)
                 assert m.shape == (1, c, s, s), (channels, cpb, i)
             assert maps[-1].shape[-1] == side  # cnn_feature_side matches the real conv stack
     assert n_valid >= 1  # every kernel/stride pair works with at least one block
 
 
 def test_cnn_without_hidden_layer_or_batchnorm():
-    model = models.CNN(channels=(4,), hidden=0, batchnorm=False).eval()
+    model = models.CNN(CNNConfig(channels=(4,), hidden=0, batchnorm=False)).eval()
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert len(linears) == 1 and linears[0].in_features == 4 * 14 * 14
@@ -72,16 +78,49 @@ def test_cnn_without_hidden_layer_or_batchnorm():
 
 @pytest.mark.parametrize("kernel_size, stride, channels", [(3, 28, (32, 64)), (3, 8, (2, 2, 2)), (7, 10, (2, 2, 2))])
 def test_cnn_without_spatial_output_raises(kernel_size, stride, channels):
-    assert models.cnn_feature_side(kernel_size=kernel_size, stride=stride, n_blocks=len(channels)) <= 0
+    assert cnn_feature_side(kernel_size=kernel_size, stride=stride, n_blocks=len(channels)) <= 0
     with pytest.raises(PipelineError, match="leaves no spatial output") as exc:
-        models.CNN(kernel_size=kernel_size, stride=stride, channels=channels)
-    assert "\n" not in str(exc.value)
+        CNNConfig(kernel_size=kernel_size, stride=stride, channels=channels)
+    assert "\n" not in str(exc.value) and "use a smaller kernel_size or stride" in str(exc.value)
+
+
+def test_config_defaults_are_the_baseline_of_params_yaml():
+    raw = yaml.safe_load(PARAMS_YAML.read_text())
+    config, rest = CNNConfig.split({**raw, **raw["train_baseline"]})
+    assert config == CNNConfig()
+    assert "lr" in rest and "weight_decay" in rest and "channels" not in rest and "dropout" not in rest
+    dae, rest = DAEConfig.split(raw["train_dae"])
+    assert dae == DAEConfig() and set(rest) == set(raw["train_dae"]) - {"width", "skips"}
+
+
+def test_config_from_a_list_equals_one_from_a_tuple():
+    a, b = CNNConfig(channels=[4, 8]), CNNConfig(channels=(4, 8))
+    assert a == b and hash(a) == hash(b) and a.channels == (4, 8)
+    assert a.to_dict() == {"kernel_size": 3, "stride": 1, "dropout": 0.25, "channels": [4, 8],
+                           "convs_per_block": 1, "hidden": 128, "batchnorm": True}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.hidden = 3  # the model built from a config must keep matching it
+
+
+def test_state_dict_keys_stay_those_of_saved_checkpoints():
+    """Checkpoints written before the configs became dataclasses must still load: same modules, same order."""
+    cnn = models.CNN(CNNConfig(channels=(4, 8), hidden=16)).state_dict()
+    block = ["0.weight"] + [f"2.{n}" for n in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
+    head = ["head.2.weight", "head.2.bias", "head.5.weight", "head.5.bias"]
+    assert list(cnn) == [f"blocks.{b}.{k}" for b in (0, 1) for k in block] + head
+    assert tuple(cnn["head.2.weight"].shape) == (16, 8 * 7 * 7)
+    dae = models.DAE(DAEConfig(width=2)).state_dict()
+    convs = [f"{m}.{i}.{p}" for m in ("enc1", "enc2", "mid") for i in (0, 2) for p in ("weight", "bias")]
+    assert list(dae)[:len(convs)] == convs
+    assert list(dae)[len(convs):] == ["up2.weight", "up2.bias", "dec2.0.weight", "dec2.0.bias", "dec2.2.weight",
+                                      "dec2.2.bias", "up1.weight", "up1.bias", "dec1.0.weight", "dec1.0.bias",
+                                      "dec1.2.weight", "dec1.2.bias", "out.weight", "out.bias"]
 
 
 @pytest.mark.parametrize("skips", [True, False])
 def test_dae_shape_and_range(skips):
     torch.manual_seed(0)
-    model = models.DAE(width=4, skips=skips).eval()
+    model = models.DAE(DAEConfig(width=4, skips=skips)).eval()
     x = torch.rand(3, 1, 28, 28)
     with torch.no_grad():
         out = model(x)
@@ -111,7 +150,8 @@ def trained_like(model: torch.nn.Module) -> torch.nn.Module:
 def test_checkpoint_round_trip(tmp_path, kind, config):
     torch.manual_seed(0)
     model = trained_like(models.build(kind, config))
-    assert model.config == config
+    assert model.config.to_dict() == config
+    assert type(model.config) is {"cnn": CNNConfig, "dae": DAEConfig}[kind]
     path = tmp_path / "sub" / f"{kind}.pt"
     io.save_checkpoint(path, model, kind=kind, config=model.config, meta={"val_acc": 0.5})
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left
@@ -119,7 +159,7 @@ def test_checkpoint_round_trip(tmp_path, kind, config):
     assert ckpt["kind"] == kind and ckpt["config"] == config and ckpt["meta"] == {"val_acc": 0.5}
     torch.manual_seed(123)  # a different init: only the loaded weights can make the outputs agree
     loaded = models.from_checkpoint(ckpt, path=str(path))
-    assert not loaded.training
+    assert not loaded.training and loaded.config == model.config
     x = torch.rand(4, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
@@ -128,9 +168,9 @@ def test_checkpoint_round_trip(tmp_path, kind, config):
 
 
 def test_checkpoint_weights_not_matching_config(tmp_path):
-    model = models.CNN(channels=(4, 8), hidden=16)
+    model = models.CNN(CNNConfig(channels=(4, 8), hidden=16))
     path = tmp_path / "cnn.pt"
-    io.save_checkpoint(path, model, kind="cnn", config={**model.config, "channels": [4, 16]})
+    io.save_checkpoint(path, model, kind="cnn", config=dataclasses.replace(model.config, channels=(4, 16)))
     ckpt = io.load_checkpoint(path, kind="cnn", producer="train_baseline")
     with pytest.raises(PipelineError, match="weights do not match its config") as exc:
         models.from_checkpoint(ckpt, path=str(path))
@@ -138,16 +178,27 @@ def test_checkpoint_weights_not_matching_config(tmp_path):
 
 
 def test_checkpoint_config_with_unknown_key(tmp_path):
-    model = models.DAE(width=2)
+    model = models.DAE(DAEConfig(width=2))
     path = tmp_path / "dae.pt"
-    io.save_checkpoint(path, model, kind="dae", config={**model.config, "depth": 3})
+    io.save_checkpoint(path, model, kind="dae", config=model.config)
     ckpt = io.load_checkpoint(path, kind="dae", producer="train_dae")
+    ckpt["config"]["depth"] = 3  # as an edited file or one of another version would hold
     with pytest.raises(PipelineError, match="does not fit a 'dae' model"):
         models.from_checkpoint(ckpt, path=str(path))
 
 
+def test_checkpoint_of_a_config_without_spatial_output(tmp_path):
+    model = models.CNN(CNNConfig(channels=(4,), hidden=0))
+    path = tmp_path / "cnn.pt"
+    io.save_checkpoint(path, model, kind="cnn", config=model.config)
+    ckpt = io.load_checkpoint(path, kind="cnn", producer="train_baseline")
+    ckpt["config"]["stride"] = 28
+    with pytest.raises(PipelineError, match="leaves no spatial output"):
+        models.from_checkpoint(ckpt, path=str(path))
+
+
 def test_checkpoint_of_the_wrong_kind(tmp_path):
-    model = models.DAE(width=2)
+    model = models.DAE(DAEConfig(width=2))
     path = tmp_path / "dae.pt"
     io.save_checkpoint(path, model, kind="dae", config=model.config)
     with pytest.raises(PipelineError, match="holds a 'dae' model but a 'cnn' model is expected") as exc:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
+from typing import get_type_hints
 
 import pytest
 import yaml
+from pydantic.fields import FieldInfo
 
 from mnistpipe import params
+from mnistpipe.architecture import CNNConfig, DAEConfig
 from mnistpipe.errors import PipelineError
 
 PARAMS_YAML = Path(__file__).resolve().parents[2] / "params.yaml"
@@ -121,7 +125,22 @@ def test_out_of_range_in_a_section(raw, section, key, value):
 
 
 def test_negative_channels(raw):
-    fails(raw, lambda r: r["train_baseline"].update(channels=[32, -1]), "channels must be positive")
+    fails(raw, lambda r: r["train_baseline"].update(channels=[32, -1]), "'train_baseline.channels'",
+          "greater than or equal to 1", "-1")
+
+
+@pytest.mark.parametrize("config_type, schemas", [
+    (CNNConfig, (params.Params, params.Recipe)), (DAEConfig, (params.TrainDae,)),
+])
+def test_architecture_keys_are_checked_with_their_configs_types(config_type, schemas):
+    """The schema checks each config field where params.yaml holds it, with the range the dataclass declares."""
+    declared = get_type_hints(config_type, include_extras=True)
+    for f in dataclasses.fields(config_type):
+        schema = next((s for s in schemas if f.name in s.model_fields), None)
+        assert schema is not None, f"params.yaml has no key for {config_type.__name__}.{f.name}"
+        field = schema.model_fields[f.name]
+        expected = FieldInfo.from_annotation(declared[f.name])
+        assert (field.annotation, field.metadata) == (expected.annotation, expected.metadata), f.name
 
 
 @pytest.mark.parametrize("kernel_size, stride", [(3, 28), (3, 27), (3, 20)])
@@ -183,6 +202,13 @@ def test_yaml_text_round_trip(raw):
     assert "droput" in text
     with pytest.raises(PipelineError, match="unknown key 'droput' \\(did you mean 'dropout'\\?\\)"):
         params.validate(yaml.safe_load(text))
+
+
+def test_tuned_hyperparameters_refuse_a_config_without_spatial_output(raw):
+    hp = {k: raw[k] for k in params.CNN_KEYS} | raw["tune_cnn"]["recipe"] | {"stride": 28}
+    with pytest.raises(PipelineError, match="best.json: kernel_size=3 with stride=28 leaves no spatial output") as exc:
+        params.tuned_hyperparameters({"hyperparameters": hp}, source="best.json")
+    assert str(exc.value).endswith("rerun `dvc repro tune_cnn`")
 
 
 def test_tuned_hyperparameters_accepts_a_complete_file_and_refuses_an_edited_one(raw):

@@ -9,7 +9,7 @@ import optuna
 import pytest
 import yaml
 
-from mnistpipe import data, io, tune, tune_worker
+from mnistpipe import io, tensors, tune, tune_worker
 from mnistpipe.errors import PipelineError
 from mnistpipe.params import validate
 
@@ -30,7 +30,7 @@ def split(t10k):
 
 
 def search(split, **kw):
-    d = {k: data.to_float(v) if k.startswith("x_") else v for k, v in split.items()}
+    d = {k: tensors.to_float(v) if k.startswith("x_") else v for k, v in split.items()}
     return tune.tune_cnn(d["x_train"], d["y_train"], d["x_val"], d["y_val"], space=SPACE, recipe=RECIPE,
                          n_trials=N_TRIALS, seed=0, trial_train_size=300, device="cpu", **kw)
 

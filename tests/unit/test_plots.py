@@ -11,6 +11,7 @@ import torch
 from matplotlib.figure import Figure
 
 from mnistpipe import models, plots
+from mnistpipe.architecture import CNNConfig
 from mnistpipe.errors import PipelineError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -41,7 +42,7 @@ def labels() -> torch.Tensor:
 @pytest.fixture(scope="module")
 def cnn() -> models.CNN:
     torch.manual_seed(0)
-    return models.CNN(channels=(4, 8), hidden=0).eval()
+    return models.CNN(CNNConfig(channels=(4, 8), hidden=0)).eval()
 
 
 def test_label_distribution(labels):
