@@ -88,24 +88,24 @@ def read_best_config() -> dict:
     return tuned_hyperparameters(io.read_json(BEST_CONFIG, producer="tune_cnn"), source=str(BEST_CONFIG))
 
 
-def train_tuned_on(stage: str, images: Path, images_producer: str, checkpoint: str) -> None:
-    """Train the tuned CNN configuration on other images (noisy or denoised) with the clean labels."""
+def train_tuned_on(*, stage: str, images: Path, images_producer: str, checkpoint: str) -> None:
+    """Stage `stage`: train the tuned CNN configuration on other images (noisy or denoised: `images`, written by
+    `images_producer`) with the clean labels, and save it as CHECKPOINTS[`checkpoint`]."""
     # Imported here: only the two retraining stages train, and a module-level import would make every stage that
     # uses this file depend on (and rerun after edits to) train.py, models.py and tracking.py.
     from mnistpipe import tracking, train
 
-    p = section(load_params(), stage)
+    p = section(params := load_params(), stage)
     config, training = CNNConfig.split(read_best_config())
     if p["epochs"]:
         training["epochs"] = p["epochs"]
     labels = load_data(TRAIN, producer="download")
     x = load_split(images, producer=images_producer)
     tensors.check_counts(x, labels, images_source=str(images), labels_source=str(TRAIN), producer=images_producer)
-    summary: dict = {}
-    with tracking.live_log(METRICS / stage, summary=summary) as on_epoch:
+    with tracking.live_log(METRICS / stage) as live:
         model, result = train.train_cnn(x["x_train"], labels["y_train"], x["x_val"], labels["y_val"], config,
-                                        **training, seed=p["seed"], device=p["device"], on_epoch=on_epoch,
+                                        **training, seed=p["seed"], device=params.device, on_epoch=live.log_epoch,
                                         progress=True)
-        summary.update(result.metrics)
+        live.summary.update(result.metrics)
         io.save_checkpoint(CHECKPOINTS[checkpoint], model, kind="cnn", config=model.config,
-                           meta={"train_set": checkpoint, **result.metrics}, stage=stage)
+                           meta={"train_set": checkpoint, "dataset": params.dataset, **result.metrics}, stage=stage)

@@ -1,9 +1,9 @@
-"""Score every classifier on its test set; the only stage that reads the test labels."""
+"""Score every classifier on its test set (test labels are read only here and by `robustness`)."""
 
-import json
+from pathlib import Path
 
-from common import CHECKPOINTS, DENOISED_TEST, METRICS, NOISY_TEST, PLOTS, PRODUCERS, TEST, load_params, load_split
-from mnistpipe import datasets, evaluate, io, models, tensors, train
+from common import CHECKPOINTS, DENOISED_TEST, METRICS, NOISY_TEST, PRODUCERS, TEST, load_params, load_split
+from mnistpipe import datasets, evaluate, io, models, tensors, tracking, train
 from mnistpipe.errors import run_stage
 from mnistpipe.params import section
 
@@ -23,16 +23,18 @@ RUNS = {
 def main() -> None:
     p = section(params := load_params(), "evaluate")
     names = datasets.class_names(params.dataset)
-    device = train.resolve_device(p["device"])
+    device = train.resolve_device(params.device)
     y = load_split(TEST, producer="download", keys=("y_test",))["y_test"]
     images = {}
     for name, (path, producer) in TEST_SETS.items():
         images[name] = load_split(path, producer=producer)["x_test"]
         tensors.check_counts({"x_test": images[name]}, {"y_test": y}, images_source=str(path),
                           labels_source=str(TEST), producer=producer)
-    nets = {}
-    summary, misclassified = {}, {}
-    with io.atomic_dir(METRICS / "evaluate") as out, io.atomic_dir(PLOTS / "confusion") as plots:
+    nets, summary, misclassified, confusion = {}, {}, {}, {}
+    # A dvclive folder: each result's confusion rows (one per test image, what DVC's confusion template counts)
+    # under plots/sklearn/, and beside them the reports, the worst errors and the matrices visualize draws.
+    with tracking.live_log(METRICS / "evaluate") as live:
+        out = Path(live.dir)
         for name, (ckpt_name, test_set) in RUNS.items():
             if ckpt_name not in nets:
                 path = CHECKPOINTS[ckpt_name]
@@ -44,10 +46,10 @@ def main() -> None:
             misclassified[name] = result["misclassified"]
             io.write_text(out / "reports" / f"{name}.txt", result["report_text"])
             io.write_json(out / "reports" / f"{name}.json", result["report"])
-            rows = evaluate.confusion_rows(y, logits)
-            # One row per line: a tenth of write_json's size for 10,000 rows, and still readable in a diff.
-            io.write_text(plots / f"{name}.json", "[\n" + ",\n".join(map(json.dumps, rows)) + "\n]\n")
+            confusion[name] = result["confusion"]
+            live.log_sklearn_plot("confusion_matrix", y.tolist(), result["predicted"], name=name)
         io.write_json(out / "misclassified.json", misclassified)
+        io.write_json(out / "confusion.json", confusion)
     io.write_json(METRICS / "evaluate.json", summary)
 
 

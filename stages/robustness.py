@@ -21,7 +21,7 @@ def _load(name: str, kind: str):
 def main() -> None:
     params = load_params()
     p = section(params, "robustness")
-    device = train.resolve_device(p["device"])
+    device = train.resolve_device(params.device)
     test = load_split(TEST, producer="download")
     nets = {name: _load(name, "cnn") for name in dict.fromkeys(ckpt for ckpt, _ in METHODS.values())}
     rows = robustness.robustness_curve(

@@ -11,13 +11,12 @@ def main() -> None:
     params = load_params()
     config, training = CNNConfig.split({**cnn_hyperparameters(params), **section(params, "train_baseline")})
     d = load_split(TRAIN, producer="download")
-    summary: dict = {}
-    with tracking.live_log(METRICS / "train_baseline", summary=summary) as on_epoch:
+    with tracking.live_log(METRICS / "train_baseline") as live:
         model, result = train.train_cnn(d["x_train"], d["y_train"], d["x_val"], d["y_val"], config, **training,
-                                        on_epoch=on_epoch, progress=True)
-        summary.update(result.metrics)
-        io.save_checkpoint(CHECKPOINTS["baseline"], model, kind="cnn", config=model.config,
-                           meta={"train_set": "clean", **result.metrics}, stage="train_baseline")
+                                        device=params.device, on_epoch=live.log_epoch, progress=True)
+        live.summary.update(result.metrics)
+        io.save_checkpoint(CHECKPOINTS["baseline"], model, kind="cnn", config=model.config, stage="train_baseline",
+                           meta={"train_set": "clean", "dataset": params.dataset, **result.metrics})
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from mnistpipe.errors import run_stage
 
 
 def main() -> None:
-    train_tuned_on("train_on_denoised", DENOISED_TRAIN, "denoise", "denoised")
+    train_tuned_on(stage="train_on_denoised", images=DENOISED_TRAIN, images_producer="denoise", checkpoint="denoised")
 
 
 if __name__ == "__main__":

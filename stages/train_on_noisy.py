@@ -5,7 +5,7 @@ from mnistpipe.errors import run_stage
 
 
 def main() -> None:
-    train_tuned_on("train_on_noisy", NOISY_TRAIN, "add_awgn", "noisy")
+    train_tuned_on(stage="train_on_noisy", images=NOISY_TRAIN, images_producer="add_awgn", checkpoint="noisy")
 
 
 if __name__ == "__main__":

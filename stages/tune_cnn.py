@@ -10,7 +10,7 @@ from mnistpipe.params import section
 
 
 def main() -> None:
-    p = section(load_params(), "tune_cnn")
+    p = section(params := load_params(), "tune_cnn")
     d = load_split(TRAIN, producer="download")
     t0 = time.perf_counter()
     # Workers of a shared study (local or on other machines) find the data, and check it, through the study.
@@ -19,18 +19,17 @@ def main() -> None:
                           recipe=p["recipe"], n_trials=p["n_trials"], seed=p["seed"],
                           trial_train_size=p["trial_train_size"], storage=p["storage"],
                           study_name=p["study_name"], pruner_warmup_epochs=p["pruner_warmup_epochs"],
-                          device=p["device"], n_workers=p["n_workers"], meta=meta)
+                          device=params.device, n_workers=p["n_workers"], meta=meta)
     search_seconds = time.perf_counter() - t0
     hp = {**found.best_params, **p["recipe"]}
     config, training = CNNConfig.split(hp)
-    summary: dict = {}
-    with tracking.live_log(METRICS / "tune_cnn", summary=summary) as on_epoch:
+    with tracking.live_log(METRICS / "tune_cnn") as live:
         model, result = train.train_cnn(d["x_train"], d["y_train"], d["x_val"], d["y_val"], config, **training,
-                                        seed=p["seed"], device=p["device"], on_epoch=on_epoch, progress=True)
-        summary.update(result.metrics, best_trial_val_acc=found.best_value, search_seconds=search_seconds,
-                       n_trials=len(found.trials))
+                                        seed=p["seed"], device=params.device, on_epoch=live.log_epoch, progress=True)
+        live.summary.update(result.metrics, best_trial_val_acc=found.best_value, search_seconds=search_seconds,
+                            n_trials=len(found.trials))
         io.save_checkpoint(CHECKPOINTS["tuned"], model, kind="cnn", config=model.config,
-                           meta={"train_set": "clean", **result.metrics}, stage="tune_cnn")
+                           meta={"train_set": "clean", "dataset": params.dataset, **result.metrics}, stage="tune_cnn")
     io.write_json(BEST_CONFIG, {"hyperparameters": hp, "best_trial_val_acc": found.best_value})
     with io.atomic_path(METRICS / "tune_cnn_trials.csv") as tmp:
         found.trials.to_csv(tmp, index=False)

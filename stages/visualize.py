@@ -49,8 +49,8 @@ def main() -> None:
                                    path=str(CHECKPOINTS["tuned"]))
     scores = read_checked_json(METRICS / "evaluate.json", producer="evaluate", numbers=ACCURACIES)
     worst = io.read_json(METRICS / "evaluate" / "misclassified.json", producer="evaluate").get("tuned", [])
-    conf = {m: evaluate.confusion_from_rows(io.read_json(PLOTS / "confusion" / f"{m}.json", producer="evaluate"))
-            for m in scores}
+    saved = METRICS / "evaluate" / "confusion.json"
+    conf = evaluate.checked_confusions(io.read_json(saved, producer="evaluate"), scores, source=str(saved))
     seconds = {s: _train_seconds(s) for _, stages in COMPARED.values() for s in stages}
     results = {label: {"accuracy": scores[m]["accuracy"], "seconds": {s: seconds[s] for s in stages}}
                for label, (m, stages) in COMPARED.items()}

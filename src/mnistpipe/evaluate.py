@@ -6,7 +6,7 @@ go straight into JSON files and DVC plots.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,8 +42,9 @@ def evaluate_predictions(y_true: Any, logits_or_probs: Any, *, n_misclassified: 
 
     Returns accuracy, per-class accuracy (recall; None for a digit absent from `y_true`), macro F1, the error
     count, sklearn's classification report as a dict (`report`) and as text (`report_text`), the 10x10
-    confusion matrix (rows: true digit, columns: predicted digit) and the `n_misclassified` most confident
-    errors as {index, true, pred, confidence}, most confident first (ties: lower index first).
+    confusion matrix (rows: true digit, columns: predicted digit), the predicted labels (`predicted`, one per
+    image, from which the matrix was counted) and the `n_misclassified` most confident errors as
+    {index, true, pred, confidence}, most confident first (ties: lower index first).
     `class_names` (ten, index = label; default the digits) name the classes in the report; metric keys stay the
     label numbers.
     """
@@ -74,6 +75,7 @@ def evaluate_predictions(y_true: Any, logits_or_probs: Any, *, n_misclassified: 
         "report": report,
         "report_text": classification_report(y, pred, **kwargs),
         "confusion": cm.tolist(),
+        "predicted": pred.tolist(),
         "misclassified": [{"index": int(i), "true": int(y[i]), "pred": int(pred[i]), "confidence": float(conf[i])}
                           for i in worst],
     }
@@ -84,28 +86,17 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     return {k: result[k] for k in SUMMARY_KEYS}
 
 
-def confusion_rows(y_true: Any, y_pred: Any) -> list[dict[str, int]]:
-    """One {"actual", "predicted"} row per image: the data format of DVC's `confusion` plot template.
-
-    `y_pred` may be class indices (N,) or model outputs (N, 10), which are reduced with argmax.
-    """
-    y, p = _numpy(y_true).ravel(), _numpy(y_pred)
-    if p.ndim == 2:
-        p = p.argmax(1)
-    if len(y) != len(p):
-        raise PipelineError(f"{len(y)} labels but {len(p)} predictions; rerun the pipeline with `dvc repro`")
-    return [{"actual": int(a), "predicted": int(b)} for a, b in zip(y.tolist(), p.ravel().tolist(), strict=True)]
-
-
-def confusion_from_rows(rows: list[dict[str, int]]) -> list[list[int]]:
-    """The 10x10 confusion matrix (rows: actual, columns: predicted) counted from `confusion_rows` output."""
-    cm = np.zeros((N_CLASSES, N_CLASSES), dtype=np.int64)
-    try:
-        pairs = np.array([(int(r["actual"]), int(r["predicted"])) for r in rows], dtype=np.int64).reshape(-1, 2)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PipelineError(f"confusion rows are damaged ({type(exc).__name__}: {exc}); "
-                            "rerun `dvc repro evaluate`") from exc
-    if pairs.size and (pairs.min() < 0 or pairs.max() >= N_CLASSES):
-        raise PipelineError(f"confusion rows hold a class outside 0-{N_CLASSES - 1}; rerun `dvc repro evaluate`")
-    np.add.at(cm, (pairs[:, 0], pairs[:, 1]), 1)
-    return cm.tolist()
+def checked_confusions(saved: Any, names: Iterable[str], *, source: str) -> dict[str, list[list[int]]]:
+    """The confusion matrices `names` of a saved {name: matrix} mapping (`evaluate_predictions`' `confusion`),
+    checked: a result that is missing, not 10x10 or holds anything but counts is one line naming `source`."""
+    out = {}
+    for name in names:
+        cm = saved.get(name) if isinstance(saved, dict) else None
+        ok = (isinstance(cm, list) and len(cm) == N_CLASSES
+              and all(isinstance(row, list) and len(row) == N_CLASSES for row in cm)
+              and all(type(v) is int and v >= 0 for row in cm for v in row))
+        if not ok:
+            raise PipelineError(f"{source} holds no {N_CLASSES}x{N_CLASSES} matrix of counts for '{name}'; "
+                                "rerun `dvc repro evaluate`")
+        out[name] = cm
+    return out

@@ -57,10 +57,6 @@ class Recipe(_Strict):
     max_shift: int = Field(ge=0, le=8)
 
 
-class TrainBaseline(Recipe):
-    device: Device
-
-
 class Choices(_Strict):
     choices: list[Union[int, float]] = Field(min_length=1)
 
@@ -107,7 +103,6 @@ class TuneCnn(_Strict):
     pruner_warmup_epochs: int = Field(ge=0)
     space: Space
     recipe: Recipe
-    device: Device
 
     # Field validators (not a model one) so the error line names the key and shows its value, not the section.
     @field_validator("storage")
@@ -129,7 +124,6 @@ class TuneCnn(_Strict):
 
 class Retrain(_Strict):
     epochs: int = Field(ge=0, description="0 = the tuned number of epochs; noisier inputs may want more")
-    device: Device
 
 
 class TrainDae(_Strict):
@@ -140,17 +134,14 @@ class TrainDae(_Strict):
     batch_size: int = Field(ge=1)
     weight_decay: float = Field(ge=0)
     train_size: int = Field(ge=0, description="0 = the whole training split")
-    device: Device
 
 
 class Denoise(_Strict):
     batch_size: int = Field(ge=1)
-    device: Device
 
 
 class Evaluate(_Strict):
     n_misclassified: int = Field(ge=0)
-    device: Device
 
 
 class Visualize(_Strict):
@@ -163,7 +154,6 @@ class Visualize(_Strict):
 class Robustness(_Strict):
     stds: list[Annotated[float, Field(ge=0, le=10)]] = Field(min_length=1, description="noise levels of the curve")
     batch_size: int = Field(ge=1)
-    device: Device
 
     @field_validator("stds")
     @classmethod
@@ -177,6 +167,7 @@ class Robustness(_Strict):
 class Params(_Strict):
     seed: int = Field(ge=0)
     dataset: Dataset
+    device: Device = Field(description="auto = CUDA when present; every stage that runs a model uses it")
     kernel_size: KernelSize  # the CNNConfig keys of the report's six, typed as there
     stride: Stride
     dropout: Dropout
@@ -185,7 +176,7 @@ class Params(_Strict):
     batch_size: int = Field(ge=1)
     download: Download
     add_awgn: AddAwgn
-    train_baseline: TrainBaseline
+    train_baseline: Recipe
     tune_cnn: TuneCnn
     train_on_noisy: Retrain
     train_dae: TrainDae
@@ -204,7 +195,9 @@ class Params(_Strict):
 
 
 CNN_KEYS = ("kernel_size", "stride", "dropout", "lr", "epochs", "batch_size")
-SECTIONS = tuple(k for k in Params.model_fields if k not in CNN_KEYS and k not in ("seed", "dataset"))
+# The keys that hold a section of their own (a mapping), as opposed to top-level values such as seed or device.
+SECTIONS = tuple(k for k, f in Params.model_fields.items() if isinstance(f.annotation, type)
+                 and issubclass(f.annotation, BaseModel))
 
 
 def _allowed(model: type[BaseModel], loc: tuple) -> list[str]:

@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-trials", type=int, default=0, help="stop after this many trials (0 = until the study "
                     "holds tune_cnn.n_trials)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default, one per core)")
-    ap.add_argument("--device", help="auto, cpu or cuda (default: tune_cnn.device)")
+    ap.add_argument("--device", help="auto, cpu or cuda (default: the study's, params.yaml's device)")
     ap.add_argument("--traceback", action="store_true", help="show the traceback of a user error")
     return ap.parse_args(argv)
 

@@ -184,6 +184,8 @@ CASES = [
          ("models/tuned.pt", "'dae'", REPRO("tune_cnn"))),
     Case("visualize", "result_missing", "metrics/evaluate.json", json_edit(_without("tuned")),
          ("metrics/evaluate.json", "tuned", REPRO("evaluate"))),
+    Case("visualize", "confusion_9x10", "metrics/evaluate/confusion.json", json_edit(lambda o: o["tuned"].pop()),
+         ("metrics/evaluate/confusion.json", "'tuned'", "10x10", REPRO("evaluate"))),
     # robustness: four checkpoints and its own std list
     Case("robustness", "missing", "models/denoised.pt", missing, ("models/denoised.pt", REPRO("train_on_denoised"))),
     Case("robustness", "corrupt", "models/dae.pt", truncated, ("models/dae.pt", "corrupt", REPRO("train_dae"))),

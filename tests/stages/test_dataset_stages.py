@@ -77,11 +77,14 @@ def test_download_stage_fetches_fashion_mnist_from_the_dataset_mirror(mini_repo,
 
 
 def test_dataset_param_reruns_download_and_names_the_classes_in_the_reports(repo_copy, helpers):
-    """`dataset` is a param of download (whose new data then reruns everything after it) and of the two stages
-    that name classes; evaluate's reports then use Fashion-MNIST's names while the metric keys stay 0-9."""
+    """`dataset` is a param of download (whose new data then reruns everything after it), of the two stages
+    that name classes and of the five that record it in their checkpoints; evaluate's reports then use
+    Fashion-MNIST's names while the metric keys stay 0-9."""
     helpers.set_param(repo_copy, "dataset", "fashion-mnist")
     proc = helpers.dvc(repo_copy, "status", "--json", check=True)
-    assert set(json.loads(proc.stdout or "{}")) == {"validate_params", "download", "evaluate", "visualize"}
+    assert set(json.loads(proc.stdout or "{}")) == {"validate_params", "download", "evaluate", "visualize",
+                                                    "train_baseline", "tune_cnn", "train_on_noisy", "train_dae",
+                                                    "train_on_denoised"}
     rc, _, err = helpers.run_stage(repo_copy, "evaluate")
     assert rc == 0, err[-3000:]
     reports = repo_copy / "metrics" / "evaluate" / "reports"

@@ -8,6 +8,7 @@ session fixture `rerun_repo`, which the determinism test reuses.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -59,14 +60,33 @@ def test_train_dae_four_steps(repo_copy, helpers):
 def test_device_auto(repo_copy, helpers):
     """`device: auto` (the default in params.yaml) must work for the stages that run a model after training.
 
-    Regression: stages/train_dae.py and stages/denoise.py pass p["device"] ("auto") to train.predict, which called
-    torch.device("auto") -> RuntimeError traceback, exit 1. (The tiny params pin device: cpu.)
+    Regression: stages/train_dae.py and stages/denoise.py pass the device ("auto") to train.predict, which called
+    torch.device("auto") -> RuntimeError traceback, exit 1. (The tiny params pin device: cpu.) The one top-level
+    key reaches every stage that runs a model: dvc sees exactly those (and validate_params, which depends on the
+    whole file) as changed.
     """
-    for section in ("train_dae", "denoise"):
-        helpers.set_param(repo_copy, f"{section}.device", "auto")
+    helpers.set_param(repo_copy, "device", "auto")
+    status = json.loads(helpers.dvc(repo_copy, "status", "--json", check=True).stdout)
+    moved = {stage for stage, changes in status.items() if '"device"' in json.dumps(changes)} - {"validate_params"}
+    assert moved == {"train_baseline", "tune_cnn", "train_on_noisy", "train_dae", "denoise", "train_on_denoised",
+                     "evaluate", "robustness"}, status
     failures = []
     for stage in ("train_dae", "denoise"):
         rc, _, err = helpers.run_stage(repo_copy, stage)
         if rc != 0:
             failures.append(f"{stage} exited with {rc}: {err.strip().splitlines()[-1] if err.strip() else ''}")
     assert not failures, "\n".join(failures)
+
+
+def test_checkpoints_record_stage_and_dataset(tiny_repo, helpers):
+    """Each checkpoint names the stage that wrote it and the dataset it learnt (predict refuses non-digit models)."""
+    import torch
+
+    writers = {"baseline": "train_baseline", "tuned": "tune_cnn", "noisy": "train_on_noisy", "dae": "train_dae",
+               "denoised": "train_on_denoised"}
+    dataset = helpers.read_params(tiny_repo)["dataset"]
+    for name, stage in writers.items():
+        ckpt = torch.load(tiny_repo / "models" / f"{name}.pt", map_location="cpu", weights_only=True)
+        assert ckpt["meta"]["dataset"] == dataset, f"models/{name}.pt: {ckpt['meta']}"
+        recorded = ckpt.get("stage", ckpt["meta"].get("stage"))
+        assert recorded == stage, f"models/{name}.pt was recorded as written by {recorded!r}, not {stage!r}"

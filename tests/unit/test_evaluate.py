@@ -131,20 +131,30 @@ def test_bad_inputs_are_user_errors(labels, outputs, match):
         evaluate.evaluate_predictions(labels, outputs, n_misclassified=1)
 
 
-def test_confusion_rows_from_classes_and_from_logits():
-    rows = evaluate.confusion_rows(torch.tensor([3, 7, 0]), torch.tensor([5, 7, 0]))
-    assert rows == [{"actual": 3, "predicted": 5}, {"actual": 7, "predicted": 7}, {"actual": 0, "predicted": 0}]
-    assert all(type(v) is int for r in rows for v in r.values())
-    assert evaluate.confusion_rows(Y, _probs()) == [{"actual": t, "predicted": ERRORS.get(i, (t,))[0]}
-                                                    for i, t in enumerate(Y)]
-    with pytest.raises(PipelineError, match="2 labels but 1 predictions"):
-        evaluate.confusion_rows([1, 2], [1])
+def test_predicted_labels_are_the_ones_the_matrix_counts(result):
+    assert result["predicted"] == [ERRORS.get(i, (t,))[0] for i, t in enumerate(Y)]
+    assert all(type(v) is int for v in result["predicted"])
+    cm = np.zeros((10, 10), dtype=int)
+    np.add.at(cm, (Y, result["predicted"]), 1)
+    assert cm.tolist() == result["confusion"]
 
 
-def test_confusion_from_rows_matches_the_matrix(result):
-    rows = evaluate.confusion_rows(Y, _probs())
-    assert evaluate.confusion_from_rows(rows) == result["confusion"]
-    assert evaluate.confusion_from_rows([]) == [[0] * 10 for _ in range(10)]
-    for bad in ([{"actual": 1}], [{"actual": 10, "predicted": 1}], [{"actual": -1, "predicted": 1}]):
-        with pytest.raises(PipelineError, match="evaluate"):
-            evaluate.confusion_from_rows(bad)
+def test_checked_confusions_returns_the_saved_matrices(result):
+    saved = {"tuned": result["confusion"], "noisy": np.eye(10, dtype=int).tolist(), "other": None}
+    assert evaluate.checked_confusions(saved, ["tuned", "noisy"], source="c.json") == {
+        "tuned": result["confusion"], "noisy": saved["noisy"]}
+
+
+@pytest.mark.parametrize("bad", [
+    None, [], {"noisy": [[1] * 10] * 10},                      # not a mapping / the result missing
+    {"tuned": [[1] * 10] * 9}, {"tuned": [[1] * 9] * 10},      # 9x10, 10x9
+    {"tuned": [[1] * 10] * 9 + [[1] * 9 + [-1]]},              # a negative count
+    {"tuned": [[1] * 10] * 9 + [[1] * 9 + [0.5]]},             # not a count
+    {"tuned": [[1] * 10] * 9 + [[1] * 9 + [True]]},
+    {"tuned": [[1] * 10] * 9 + ["1" * 10]},
+])
+def test_checked_confusions_refuses_a_damaged_file(bad):
+    with pytest.raises(PipelineError) as exc:
+        evaluate.checked_confusions(bad, ["tuned"], source="metrics/evaluate/confusion.json")
+    assert str(exc.value) == ("metrics/evaluate/confusion.json holds no 10x10 matrix of counts for 'tuned'; "
+                              "rerun `dvc repro evaluate`")

@@ -74,6 +74,25 @@ def test_unknown_extra_top_level_key(raw):
     fails(raw, lambda r: r.update(learning_rate=0.1), "unknown key 'learning_rate'")
 
 
+def test_device_is_one_top_level_key(raw):
+    """One `device` beside `seed` (so `dvc exp run -S device=cpu` moves every stage); a `device` left inside a
+    section (the old layout) is refused with one line."""
+    def paths(node, at=()):
+        for key, value in node.items():
+            yield (*at, key)
+            if isinstance(value, dict):
+                yield from paths(value, (*at, key))
+
+    assert [p for p in paths(raw) if p[-1] == "device"] == [("device",)]
+    assert raw["device"] == "auto"
+    for device in ("auto", "cpu", "cuda"):
+        assert params.validate({**raw, "device": device}).device == device
+    assert "device" not in params.SECTIONS and "device" not in params.section(params.validate(raw), "train_dae")
+    fails(raw, lambda r: r.pop("device"), "missing key 'device'")
+    for name in params.SECTIONS:
+        fails(raw, lambda r, name=name: r[name].update(device="cpu"), f"unknown key '{name}.device'")
+
+
 @pytest.mark.parametrize("section, key, suggestion", [
     ("train_dae", "widht", "width"),
     ("download", "val_szie", "val_size"),
@@ -97,7 +116,7 @@ def test_unknown_key_two_levels_deep(raw):
     (lambda r: r["train_baseline"].update(batchnorm=1), "'train_baseline.batchnorm'"),
     (lambda r: r["train_dae"].update(skips="yes"), "'train_dae.skips'"),
     (lambda r: r["train_baseline"].update(channels=32), "'train_baseline.channels'"),
-    (lambda r: r["train_baseline"].update(device="gpu"), "'train_baseline.device'"),
+    (lambda r: r.update(device="gpu"), "'device'"),
 ])
 def test_wrong_type(raw, mutate, key):
     fails(raw, mutate, key)
