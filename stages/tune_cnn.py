@@ -1,4 +1,8 @@
-"""Search the report's six CNN hyperparameters with Optuna, then retrain the best configuration on all data."""
+"""Search the report's six CNN hyperparameters with Optuna, then retrain the best configuration on all data.
+
+The baseline's six hyperparameters are trial 0 of the search, and both share params.yaml's `recipe`, so the
+metrics put the baseline trial's val accuracy beside the best trial's on the same objective.
+"""
 
 import time
 
@@ -6,28 +10,34 @@ from common import BEST_CONFIG, CHECKPOINTS, METRICS, PLOTS, TRAIN, load_params,
 from mnistpipe import io, tracking, train, tune, tune_worker
 from mnistpipe.architecture import CNNConfig
 from mnistpipe.errors import run_stage
-from mnistpipe.params import section
+from mnistpipe.params import cnn_hyperparameters, section
 
 
 def main() -> None:
     p = section(params := load_params(), "tune_cnn")
+    recipe = params.recipe.model_dump()
     d = load_split(TRAIN, producer="download")
     t0 = time.perf_counter()
     # Workers of a shared study (local or on other machines) find the data, and check it, through the study.
     meta = {"data": TRAIN.as_posix(), "data_sha256": tune_worker.data_fingerprint(TRAIN)} if p["storage"] else {}
-    found = tune.tune_cnn(d["x_train"], d["y_train"], d["x_val"], d["y_val"], space=p["space"],
-                          recipe=p["recipe"], n_trials=p["n_trials"], seed=p["seed"],
-                          trial_train_size=p["trial_train_size"], storage=p["storage"],
-                          study_name=p["study_name"], pruner_warmup_epochs=p["pruner_warmup_epochs"],
+    found = tune.tune_cnn(d["x_train"], d["y_train"], d["x_val"], d["y_val"], space=p["space"], recipe=recipe,
+                          budget=p["budget"], n_trials=p["n_trials"], seed=p["seed"], sampler=p["sampler"],
+                          pruner=p["pruner"], trial_train_size=p["trial_train_size"],
+                          enqueue=cnn_hyperparameters(params), storage=p["storage"], study_name=p["study_name"],
                           device=params.device, n_workers=p["n_workers"], meta=meta)
     search_seconds = time.perf_counter() - t0
-    hp = {**found.best_params, **p["recipe"]}
+    hp = {**found.best_params, **recipe}
     config, training = CNNConfig.split(hp)
     with tracking.live_log(METRICS / "tune_cnn") as live:
         model, result = train.train_cnn(d["x_train"], d["y_train"], d["x_val"], d["y_val"], config, **training,
                                         seed=p["seed"], device=params.device, on_epoch=live.log_epoch, progress=True)
-        live.summary.update(result.metrics, best_trial_val_acc=found.best_value, search_seconds=search_seconds,
-                            n_trials=len(found.trials))
+        # The search objective of the enqueued baseline (absent if that trial failed: JSON has no NaN) and of the
+        # best trial, then the search's cost.
+        base = {} if found.baseline_value is None else {"baseline_trial_val_acc": found.baseline_value}
+        live.summary.update(result.metrics, **base, best_trial_val_acc=found.best_value, best_trial=found.best_trial,
+                            winner_is_baseline=found.best_trial == found.baseline_trial,
+                            search_seconds=search_seconds, n_trials=len(found.trials), n_pruned=found.n_pruned,
+                            budget_used=found.budget_used)
         io.save_checkpoint(CHECKPOINTS["tuned"], model, kind="cnn", config=model.config,
                            meta={"train_set": "clean", "dataset": params.dataset, **result.metrics}, stage="tune_cnn")
     io.write_json(BEST_CONFIG, {"hyperparameters": hp, "best_trial_val_acc": found.best_value})

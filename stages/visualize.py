@@ -56,7 +56,8 @@ def main() -> None:
                for label, (m, stages) in COMPARED.items()}
     psnr = float(noise.psnr(sets["noisy"][i:i + 1], x[i:i + 1])[0])
     grid = {"original": x, "noisy": sets["noisy"], "denoised": sets["denoised"]}
-    embedded = {name: plots.tsne_embed(s[:k], perplexity=p["perplexity"], seed=p["seed"], n_jobs=p["tsne_threads"])
+    embedded = {name: plots.tsne_embed(s[:k], perplexity=p["perplexity"], seed=p["seed"], n_jobs=p["tsne_threads"],
+                                       method=p["tsne_method"])
                 for name, s in sets.items()}
     figures = {
         "label_distribution": plots.label_distribution(y_train, **named),

@@ -1,271 +1,310 @@
-"""Side-by-side benchmark: a pytorch/examples-style reference trainer vs this project's trainer.
+"""Seed-averaged, fixed-schedule benchmark: pytorch/examples' MNIST trainer against this project's.
 
-    python -m mnistpipe.bench --mnist DIR [--device auto] [--ref-epochs 6] [--epochs 2] [--json out.json]
+    python -m mnistpipe.bench [--mnist DIR] [--device auto] [--seeds 5] [--quick] [--parts P,..|--skip P,..]
+                              [--json out.json]
+    python -m mnistpipe.bench --select [--json benchmarks/select-cpu-2core.json]
 
-Imports neither dvc, dvclive nor optuna, so it runs on a bare GPU machine with torch, torchvision, numpy and
-scikit-learn. Both trainers are probed on the 10,000 test images `--checks` times per epoch with the clock
-stopped (`train.Stopwatch.paused`); "time to X%" is the training time at the first probe whose test accuracy
-reaches X.
+Three columns (see `bench_parts`): (a) the reference as published, (b) its network, optimiser and batch size in
+this project's training loop, (c) this project's speed recipe. (a)/(b) is the engineering gain, (b)/(c) the
+recipe's, (a)/(c) both. Schedules: 1-6 epochs for (a) and (b) (one 6-epoch run per seed, scored after each
+epoch), 1-3 epochs for (c) (one run each). Every run trains on all 60,000 training images and is scored on the
+10,000 test images only, with the training clock stopped; each schedule's final test accuracy and training time
+are averaged over the seeds (mean +- sample standard deviation). "Time to X %" is the mean training time of the
+shortest schedule whose MEAN test accuracy reaches X; a column that never does shows "-", and a ratio against it
+is a bound taken from its longest schedule. The recipe was chosen by `--select` on a validation split of the
+training images (`bench_parts.select`), never on the test set.
+
+Each (column, seed, schedule) trains in a process of its own (`python -m mnistpipe.bench_parts`), one after the
+other, so no part runs on a heap another part fragmented or shares the CPU with it. Imports neither dvc, dvclive
+nor optuna, so it runs on a bare GPU machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
+import datetime
 import json
 import os
 import platform
+import statistics
+import subprocess
+import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from PIL import Image
-from torch import nn
-from torchvision import transforms
 
-from . import data, noise, tensors, train
-from .architecture import CNNConfig, DAEConfig
-from .plots import tsne_embed
+from . import bench_parts, train
+from .bench_parts import DEFAULT_CNN, DEFAULT_HP  # the recipe, also known as bench.DEFAULT_*
+from .errors import PipelineError
 
-TARGETS = (0.990, 0.992, 0.994)
-# pytorch/examples normalises MNIST with the training set's pixel mean and standard deviation.
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-NMNIST_STD = 0.335  # n-MNIST's AWGN level, as add_awgn.std in params.yaml
-Probe = Callable[[nn.Module, float], None]  # (model, training seconds so far)
-
-
-class ReferenceNet(nn.Module):
-    """The network of pytorch/examples mnist/main.py."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(1, 32, 3, 1), nn.Conv2d(32, 64, 3, 1)
-        self.dropout1, self.dropout2 = nn.Dropout(0.25), nn.Dropout(0.5)
-        self.fc1, self.fc2 = nn.Linear(9216, 128), nn.Linear(128, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.conv1(x))
-        x = F.relu(self.conv2(x))
-        x = F.max_pool2d(x, 2)
-        x = self.dropout1(torch.flatten(x, 1))
-        x = F.relu(self.fc1(x))
-        x = self.fc2(self.dropout2(x))
-        return F.log_softmax(x, dim=1)
+TARGETS = (0.990, 0.992)
+COLUMNS = {"reference": "(a) reference as published", "refloop": "(b) ReferenceNet, our loop",
+           "project": "(c) our recipe"}
+PARTS = (*COLUMNS, "dae", "tsne")
+RATIOS = {"engineering": ("reference", "refloop"), "recipe": ("refloop", "project"), "total": ("reference", "project")}
+GOAL_FRACTION, GOAL_SPEEDUP = 0.1, 40.0  # (i) 99.2 % within 0.1 x a reference epoch; (ii) 40x faster to 99.0 %
+QUICK_NOTE = "quick mode (tiny data): these timings support no claims"
+REPO = Path(__file__).resolve().parents[2]
 
 
-class _PILDataset(torch.utils.data.Dataset):
-    """Per-sample PIL conversion and ToTensor/Normalize transforms, as torchvision.datasets.MNIST does."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.x, self.y = x, y
-        self.tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, i: int):
-        return self.tf(Image.fromarray(self.x[i].numpy(), mode="L")), int(self.y[i])
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def _first_time(history: list[dict], target: float) -> float | None:
-    return next((h["train_seconds"] for h in history if h["test_acc"] >= target), None)
+def summarise(by_schedule: dict[int, list[dict]]) -> list[dict]:
+    """One row per schedule (epochs): the seeds' final test accuracies and training times, with mean and std."""
+    rows = []
+    for epochs in sorted(by_schedule):
+        acc = [r["test_acc"] for r in by_schedule[epochs]]
+        sec = [r["train_seconds"] for r in by_schedule[epochs]]
+        (am, asd), (tm, tsd) = mean_std(acc), mean_std(sec)
+        rows.append({"epochs": epochs, "test_acc": acc, "train_seconds": sec, "acc_mean": am, "acc_std": asd,
+                     "time_mean": tm, "time_std": tsd})
+    return rows
 
 
-def _probe(history: list[dict], x_test: torch.Tensor, y_test: torch.Tensor, device) -> Probe:
-    """A probe that appends the test accuracy at the given training time to `history`."""
-    def check(model: nn.Module, seconds: float) -> None:
-        acc = float((train.predict(model, x_test, device=device).argmax(1) == y_test).float().mean())
-        history.append({"test_acc": acc, "train_seconds": seconds})
-    return check
+def time_to(rows: list[dict], target: float) -> float | None:
+    """Mean training time of the shortest schedule whose mean test accuracy reaches `target`; None if none does."""
+    return next((r["time_mean"] for r in sorted(rows, key=lambda r: r["epochs"]) if r["acc_mean"] >= target), None)
 
 
-def every_kth(probe: Probe, *, steps_per_epoch: int, checks_per_epoch: int) -> train.StepCallback:
-    """A step callback that runs `probe` after each `checks_per_epoch`-th of an epoch (the last one at its end),
-    with the training clock paused."""
-    due = {round(steps_per_epoch * (k + 1) / checks_per_epoch) for k in range(checks_per_epoch)}
-
-    def on_step(model: nn.Module, step: int, clock: train.Stopwatch) -> None:
-        if step in due:
-            with clock.paused() as seconds:
-                probe(model, seconds)
-    return on_step
-
-
-def _summary(history: list[dict], images: int) -> dict:
-    return {"images_per_s": images / history[-1]["train_seconds"], "history": history,
-            **{f"time_to_{t:.3f}": _first_time(history, t) for t in TARGETS}}
+def ratio(slow: list[dict], fast: list[dict], target: float) -> dict | None:
+    """time_to(slow) / time_to(fast) as {"value", "bound"}: bound ">" when `slow` never reaches the target (its
+    longest schedule's time stands in), "<" when `fast` never does, "" when exact; None when neither does."""
+    ts, tf = time_to(slow, target), time_to(fast, target)
+    if ts is not None and tf is not None:
+        return {"value": ts / tf, "bound": ""}
+    if ts is None and tf is not None and slow:
+        return {"value": slow[-1]["time_mean"] / tf, "bound": ">"}
+    if tf is None and ts is not None and fast:
+        return {"value": ts / fast[-1]["time_mean"], "bound": "<"}
+    return None
 
 
-def run_reference(x, y, x_test, y_test, *, epochs: int, device: torch.device, checks_per_epoch: int = 4,
-                  seed: int = 1) -> dict:
-    """pytorch/examples mnist: DataLoader + per-sample transforms, Adadelta(lr=1), StepLR(0.7), batch 64."""
-    torch.manual_seed(seed)
-    model = ReferenceNet().to(device)
-    loader = torch.utils.data.DataLoader(_PILDataset(x, y), batch_size=64, shuffle=True)
-    history: list[dict] = []
-    x_probe = (tensors.to_float(x_test) - MNIST_MEAN) / MNIST_STD
-    on_step = every_kth(_probe(history, x_probe, y_test, device), steps_per_epoch=len(loader),
-                        checks_per_epoch=checks_per_epoch)
-    opt = torch.optim.Adadelta(model.parameters(), lr=1.0)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)
-    clock = train.Stopwatch(device)
-    for _ in range(epochs):
-        model.train()
-        clock.start()
-        for step, (xb, yb) in enumerate(loader, 1):
-            xb, yb = xb.to(device), yb.to(device)
-            opt.zero_grad()
-            F.nll_loss(model(xb), yb).backward()
-            opt.step()
-            on_step(model, step, clock)
-            model.train()
-        clock.stop()
-        sched.step()
-    return _summary(history, len(x) * epochs)
+def fmt_ratio(r: dict | None) -> str:
+    """'12.3x', '>12.3x', '<12.3x' or '-'."""
+    return "-" if r is None else f"{r['bound']}{r['value']:.1f}x"
 
 
-def run_project(x, y, x_test, y_test, *, config: CNNConfig, hp: dict, device: str,
-                checks_per_epoch: int = 4) -> dict:
-    """This project's `train_cnn` with `config` and `hp`, test accuracy probed `checks_per_epoch` times per epoch."""
-    xf, xt = tensors.to_float(x), tensors.to_float(x_test)
-    history: list[dict] = []
-    on_step = every_kth(_probe(history, xt, y_test, train.resolve_device(device)),
-                        steps_per_epoch=len(x) // hp["batch_size"], checks_per_epoch=checks_per_epoch)
-    train.train_cnn(xf, y, xt[:1000], y_test[:1000], config, **hp, device=device, on_step=on_step)
-    return _summary(history, len(x) * hp["epochs"])
+def _s(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.1f}"
 
 
-def run_dae(x, *, config: DAEConfig, hp: dict, n: int, device: str, std: float = NMNIST_STD) -> dict:
-    """Denoising-autoencoder training throughput over one epoch of `n` images."""
-    clean = tensors.to_float(x[:n])
-    noisy = noise.add_awgn(clean, std=std, generator=torch.Generator().manual_seed(0))
-    _, result = train.train_dae(noisy, clean, noisy[:1000], clean[:1000], config, **{**hp, "epochs": 1},
-                                device=device)
-    return {"images_per_s": n / result.metrics["train_seconds"], "val_psnr_after_1_epoch": result.metrics["val_psnr"]}
+def evaluate_goals(columns: dict[str, list[dict]]) -> list[dict]:
+    """The issue's goals, each {"id", "met" (True, False or None when not evaluated), "text"}."""
+    ref, loop, ours = (columns.get(c) for c in COLUMNS)
+    goals = []
+    if ref and ours:
+        t, epoch = time_to(ours, 0.992), ref[0]["time_mean"]
+        met = t is not None and t <= GOAL_FRACTION * epoch
+        goals.append({"id": "i", "met": met, "text": (
+            f"(i) our 99.2 % time <= {GOAL_FRACTION} x the reference's one-epoch time: {'met' if met else 'not met'} "
+            f"({_s(t)} s vs {GOAL_FRACTION} x {epoch:.1f} s = {GOAL_FRACTION * epoch:.1f} s)")})
+        r = ratio(ref, ours, 0.990)
+        met = r is not None and r["bound"] != "<" and r["value"] >= GOAL_SPEEDUP
+        goals.append({"id": "ii", "met": met, "text": (
+            f"(ii) time to 99.0 %, reference / ours >= {GOAL_SPEEDUP:.0f}x: {'met' if met else 'not met'} "
+            f"({fmt_ratio(r)}; reference {_s(time_to(ref, 0.990))} s, ours {_s(time_to(ours, 0.990))} s)")})
+    else:
+        goals += [{"id": i, "met": None, "text": f"({i}) not evaluated: needs columns (a) and (c)"}
+                  for i in ("i", "ii")]
+    if ref and loop:
+        per_target = ", ".join(f"{fmt_ratio(ratio(ref, loop, t))} to {100 * t:.1f} %" for t in TARGETS)
+        goals.append({"id": "iii", "met": None, "text": (
+            f"(iii) engineering alone, (a)/(b): {ref[0]['time_mean'] / loop[0]['time_mean']:.1f}x per first epoch, "
+            f"{per_target}")})
+    return goals
 
 
-def run_tsne(x_test, *, n: int, seed: int = 0) -> dict:
-    """Seconds for a 2-D t-SNE of `n` test images."""
-    t0 = time.perf_counter()
-    tsne_embed(tensors.to_float(x_test[:n]).flatten(1).numpy(), perplexity=30.0, seed=seed)
-    return {"n": n, "seconds": time.perf_counter() - t0}
-
-
-# The speed recipe: the pipeline's CNN trained with a short one-cycle schedule; no dropout or shifts in 2 epochs.
-DEFAULT_CNN = CNNConfig(dropout=0.0)
-DEFAULT_HP = dict(lr=0.008, epochs=2, batch_size=256, seed=0, weight_decay=5e-4, label_smoothing=0.1, max_shift=0)
-DEFAULT_DAE, DEFAULT_DAE_HP = DAEConfig(width=8, skips=True), dict(lr=0.003, batch_size=64, seed=0)
-
-
-def _glibc() -> bool:
-    """Whether this process runs on glibc (most Linux distributions), the one C library with malloc_trim."""
+def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
+    """The CPU as the benchmark saw it; avx2/avx512f are None where /proc/cpuinfo has no flags (macOS, Windows)."""
+    model, flags = None, None
     try:
-        return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
-    except (AttributeError, ValueError, OSError):  # no confstr (Windows) or no such name (macOS, musl)
-        return False
-
-
-def _fresh_heap() -> None:
-    """Return freed memory to the OS before each part, so no part runs on the heap another part fragmented.
-
-    The reference's per-sample allocations can leave the heap fragmented enough to slow the parts after it
-    measurably (training, autoencoder and t-SNE alike); glibc's malloc_trim undoes that. Elsewhere the C
-    library has no such call, and the parts run on the heap as it is.
-    """
-    gc.collect()
-    if _glibc():
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model is None:
+                model = value.strip()
+            elif key.strip() == "flags" and flags is None:
+                flags = set(value.split())
     except OSError:
         pass
-    return platform.processor() or "cpu"
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: None)()
+    return {"model": model or platform.processor() or platform.machine() or "unknown", "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "capability": capability,
+            "avx2": None if flags is None else "avx2" in flags,
+            "avx512f": None if flags is None else "avx512f" in flags, "torch": torch.__version__}
+
+
+def provenance(device: str) -> dict:
+    """Date, commit (with -dirty for uncommitted changes; None outside git), machine and device of a run."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30)
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        commit = head.stdout.strip() + ("-dirty" if git("diff", "--quiet", "HEAD").returncode else "") \
+            if head.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    dev = train.resolve_device(device)
+    return {"date": datetime.date.today().isoformat(), "commit": commit, "machine": cpu_info(),
+            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}
+
+
+def _run_part(module: str, args: list[str], out: Path) -> dict:
+    """Run `python -m module args --json out` in a process of its own; its JSON result."""
+    cmd = [sys.executable, "-m", module, *args, "--json", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise PipelineError(f"benchmark part failed (exit {done.returncode}): {last}; rerun it alone: {' '.join(cmd)}")
+    return json.loads(out.read_text())
+
+
+def run(args: argparse.Namespace, parts: list[str]) -> dict:
+    """Every (column, seed, schedule) part in turn, seeds outermost, then the autoencoder and t-SNE parts."""
+    seeds = list(range(args.seeds))
+    common = ["--mnist", args.mnist, "--device", args.device, "--train-size", str(args.train_size),
+              "--test-size", str(args.test_size)]
+    by_column: dict[str, dict[int, list[dict]]] = {c: {} for c in COLUMNS if c in parts}
+    out: dict = {"kind": "bench", "quick": args.quick, **provenance(args.device), "seeds": seeds,
+                 "targets": list(TARGETS), "recipe": {"cnn": DEFAULT_CNN.to_dict(), "hp": DEFAULT_HP}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            for column in by_column:
+                for epochs in ([args.ref_epochs] if column != "project" else range(1, args.epochs + 1)):
+                    res = _run_part("mnistpipe.bench_parts", [column, *common, "--seed", str(seed), "--epochs",
+                                                              str(epochs)], Path(tmp) / "part.json")
+                    curve = res["curve"] if column != "project" else res["curve"][-1:]
+                    for rec in curve:
+                        by_column[column].setdefault(epochs if column == "project" else rec["epoch"], []).append(rec)
+                    out.update(train_size=res["train_size"], test_size=res["test_size"], threads=res["threads"])
+                    last = res["curve"][-1]
+                    print(f"{column} seed {seed}, {epochs} epoch(s): {100 * last['test_acc']:.2f} % in "
+                          f"{last['train_seconds']:.1f} s", file=sys.stderr)
+        if "dae" in parts:
+            out["dae"] = _run_part("mnistpipe.bench_parts", ["dae", *common, "--dae-size", str(args.dae_size)],
+                                   Path(tmp) / "dae.json")
+        if "tsne" in parts:
+            out["tsne"] = _run_part("mnistpipe.bench_tsne", ["--mnist", args.mnist, "--n", str(args.tsne_size)],
+                                    Path(tmp) / "tsne.json")
+    columns = {c: summarise(v) for c, v in by_column.items()}
+    out["columns"] = {c: {"label": COLUMNS[c], "schedules": rows} for c, rows in columns.items()}
+    out["time_to"] = {c: {f"{t:.3f}": time_to(rows, t) for t in TARGETS} for c, rows in columns.items()}
+    out["ratios"] = {f"{t:.3f}": {name: ratio(columns[a], columns[b], t) for name, (a, b) in RATIOS.items()
+                                  if a in columns and b in columns} for t in TARGETS}
+    out["goals"] = evaluate_goals(columns)
+    return out
+
+
+def _machine_lines(out: dict) -> list[str]:
+    m = out["machine"]
+
+    def flag(v):
+        return "unknown" if v is None else ("yes" if v else "no")
+    return [f"machine: {m['model']}, {m['cores']} cores, torch {m['torch']} (threads: {m['torch_threads']}), CPU "
+            f"capability {m['capability']} (avx2 {flag(m['avx2'])}, avx512f {flag(m['avx512f'])}); device "
+            f"{out['device']}", f"date {out['date']}, commit {out['commit'] or 'unknown'}"]
+
+
+def format_table(out: dict) -> str:
+    """The benchmark's plain-text tables and goals (and the t-SNE part's table, from `bench_tsne`)."""
+    rows = [QUICK_NOTE] if out.get("quick") else []
+    rows += _machine_lines(out)
+    cols = out.get("columns", {})
+    if cols:
+        rows += [f"{out['train_size']} training / {out['test_size']} test images, {len(out['seeds'])} seeds per "
+                 "schedule; final test accuracy and training time of each fixed schedule, mean +- std over seeds:",
+                 f"{'column':<30}{'epochs':>7}{'test acc (%)':>18}{'train time (s)':>20}"]
+        for col in cols.values():
+            rows += [f"{col['label']:<30}{r['epochs']:>7}{100 * r['acc_mean']:>11.2f} +- {100 * r['acc_std']:.2f}"
+                     f"{r['time_mean']:>12,.1f} +- {r['time_std']:.1f}" for r in col["schedules"]]
+        rows += ["time to target = mean time of the shortest schedule whose mean test accuracy reaches it:",
+                 f"{'target':<8}" + "".join(f"{c[:3] + ' (s)':>9}" for c in (v["label"] for v in cols.values()))
+                 + f"{'(a)/(b) engineering':>21}{'(b)/(c) recipe':>16}{'(a)/(c) total':>15}"]
+        for t in TARGETS:
+            key = f"{t:.3f}"
+            rows.append(f"{100 * t:.1f}%".ljust(8) + "".join(f"{_s(out['time_to'][c][key]):>9}" for c in cols)
+                        + "".join(f"{fmt_ratio(out['ratios'][key].get(n)):>{w}}"
+                                  for n, w in (("engineering", 21), ("recipe", 16), ("total", 15))))
+        rows += ["goals:", *(g["text"] for g in out["goals"])]
+    if "dae" in out:
+        rows.append(f"autoencoder training: {out['dae']['images_per_s']:,.1f} images/s (one epoch, batch "
+                    f"{bench_parts.DEFAULT_DAE_HP['batch_size']})")
+    text = "\n".join(rows)
+    if "tsne" in out:
+        from . import bench_tsne  # the t-SNE part's own module formats its results
+
+        text += "\n" + bench_tsne.format_table(out["tsne"])
+    return text
+
+
+def format_select(out: dict) -> str:
+    """The selection's candidates and picks as plain text."""
+    rows = [QUICK_NOTE] if out.get("quick") else []
+    rows += _machine_lines(out) + [
+        f"selection on {out['val_size']} validation images (training on {out['train_size']}), seeds {out['seeds']}:",
+        f"{'batch':>6}{'peak lr':>9}{'epochs':>7}{'val acc (%)':>18}"]
+    rows += [f"{c['batch_size']:>6}{c['lr']:>9}{c['epochs']:>7}{100 * c['val_acc_mean']:>11.2f} +- "
+             f"{100 * c['val_acc_std']:.2f}" for c in out["candidates"]]
+    for key, c in out["picks"].items():
+        rows.append(f"pick for {100 * float(key):.1f} %: " + ("none reaches it" if c is None else
+                    f"batch {c['batch_size']}, lr {c['lr']}, {c['epochs']} epoch(s)"))
+    rows.append("rule: " + out["rule"])
+    rows.append("no candidate reaches a target: widen bench_parts.SELECT_GRID or SELECT_EPOCHS"
+                if out["recipe"] is None else "bench.DEFAULT_HP " + (
+                    "is this pick" if out["matches_default"] else
+                    "differs from this pick: set bench_parts.DEFAULT_HP to it and rerun the benchmark"))
+    return "\n".join(rows)
+
+
+def _names(text: str) -> set[str]:
+    names = set(filter(None, text.split(",")))
+    if names - set(PARTS):
+        raise PipelineError(f"unknown benchmark part(s) {sorted(names - set(PARTS))}; choose from {', '.join(PARTS)}")
+    return names
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Run the benchmark, print the table and optionally write JSON; returns the results."""
+    """Run the benchmark (or, with --select, the recipe selection), print its table, optionally write JSON."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mnist", default="../shared/datasets/mnist", help="directory or URL with the MNIST .gz files")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--ref-epochs", type=int, default=6, help="budget of the reference trainer, in epochs")
-    ap.add_argument("--epochs", type=int, default=DEFAULT_HP["epochs"], help="epochs of the project trainer")
-    ap.add_argument("--checks", type=int, default=4, help="test-accuracy probes per epoch, for both trainers")
-    ap.add_argument("--train-size", type=int, default=60000)
-    ap.add_argument("--dae-size", type=int, default=10000)
-    ap.add_argument("--tsne-size", type=int, default=10000)
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: reference,project,dae,tsne")
+    ap.add_argument("--quick", action="store_true", help="tiny CI run: 2,000 / 1,000 images, 2 seeds, short schedules")
+    ap.add_argument("--select", action="store_true", help="choose the recipe on the validation split instead")
+    ap.add_argument("--seeds", type=int, help="seeds per schedule (default 5, quick 2; selection: 3, quick 2)")
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma list of parts to run: {','.join(PARTS)}")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
-    skip = set(filter(None, args.skip.split(",")))
-    dev = train.resolve_device(args.device)
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = data.download([args.mnist], tmp)
-    x, y = data.load_pair(raw["train_images"], raw["train_labels"], name="train")
-    x_test, y_test = data.load_pair(raw["test_images"], raw["test_labels"], name="test")
-    x, y = x[: args.train_size], y[: args.train_size]
-    out = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else _cpu_name(),
-           "threads": torch.get_num_threads(), "torch": torch.__version__, "train_size": len(x)}
-    _fresh_heap()
-    if "reference" not in skip:
-        out["reference"] = run_reference(x, y, x_test, y_test, epochs=args.ref_epochs, device=dev,
-                                         checks_per_epoch=args.checks)
-    _fresh_heap()
-    if "project" not in skip:
-        out["project"] = run_project(x, y, x_test, y_test, config=DEFAULT_CNN, hp={**DEFAULT_HP, "epochs": args.epochs},
-                                     device=args.device, checks_per_epoch=args.checks)
-    _fresh_heap()
-    if "dae" not in skip:
-        out["dae"] = run_dae(x, config=DEFAULT_DAE, hp=DEFAULT_DAE_HP, n=args.dae_size, device=args.device)
-    _fresh_heap()
-    if "tsne" not in skip:
-        out["tsne"] = run_tsne(x_test, n=args.tsne_size)
-    print(format_table(out))
+    q = args.quick
+    args.seeds = args.seeds or (2 if q else 5 if not args.select else len(bench_parts.SELECT_SEEDS))
+    if args.seeds < 1:
+        raise PipelineError(f"--seeds {args.seeds}: need at least 1 seed; pass --seeds 5")
+    args.train_size, args.test_size = (2000, 1000) if q else (60000, 10000)
+    args.ref_epochs, args.epochs = (2, 1) if q else (6, 3)
+    args.dae_size, args.tsne_size = (256, 300) if q else (10000, 10000)
+    if args.select:
+        x, y, _, _ = bench_parts.load_mnist(args.mnist)
+        sel = bench_parts.select(x, y, seeds=[100 + i for i in range(args.seeds)], device=args.device,
+                                 log=lambda line: print(line, file=sys.stderr),
+                                 **(dict(grid=bench_parts.SELECT_GRID[:2], epochs=(1,), val_size=1000, limit=3000)
+                                    if q else {}))
+        out = {"kind": "select", "quick": q, **provenance(args.device), **sel}
+        text = format_select(out)
+    else:
+        out = run(args, [p for p in PARTS if p in _names(args.parts) - _names(args.skip)])
+        text = format_table(out)
+    print(text)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
     return out
 
 
-def format_table(out: dict) -> str:
-    """A plain-text table of the results with the project/reference ratios."""
-    ref, proj = out.get("reference"), out.get("project")
-    rows = [f"device: {out['device']}  threads: {out['threads']}  torch: {out['torch']}  "
-            f"train images: {out['train_size']}",
-            f"{'measure':<34}{'reference':>14}{'project':>14}{'ratio':>10}"]
-
-    def row(name, r, p, higher_better=True):
-        def fmt(v):
-            return "-" if v is None else f"{v:,.1f}"
-        ratio = "-"
-        if r is not None and p is not None and p > 0 and r > 0:
-            ratio = f"{(p / r if higher_better else r / p):.1f}x"
-        elif r is None and p is not None and ref:
-            # The reference never reached the target: its whole budget is a lower bound.
-            ratio = f">{ref['history'][-1]['train_seconds'] / p:.1f}x"
-        rows.append(f"{name:<34}{fmt(r):>14}{fmt(p):>14}{ratio:>10}")
-
-    if ref or proj:
-        row("training images/s", ref and ref["images_per_s"], proj and proj["images_per_s"])
-        for t in TARGETS:
-            key = f"time_to_{t:.3f}"
-            row(f"seconds to {100 * t:.1f}% test acc", ref and ref[key], proj and proj[key], higher_better=False)
-        row("final test accuracy (%)", ref and 100 * ref["history"][-1]["test_acc"],
-            proj and 100 * proj["history"][-1]["test_acc"])
-    if "dae" in out:
-        rows.append(f"{'autoencoder training images/s':<34}{'':>14}{out['dae']['images_per_s']:>14,.1f}")
-    if "tsne" in out:
-        label = f"t-SNE of {out['tsne']['n']} images (s)"
-        rows.append(f"{label:<34}{'':>14}{out['tsne']['seconds']:>14,.1f}")
-    return "\n".join(rows)
-
-
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -94,15 +94,53 @@ class Space(_Strict):
         return self
 
 
+class Sampler(_Strict):
+    """Optuna's TPE sampler (seeded with `seed`): random draws for the first `n_startup_trials`, then TPE."""
+
+    n_startup_trials: int = Field(ge=0, description="random trials before TPE models the results (the enqueued "
+                                  "baseline counts as one)")
+    multivariate: bool = Field(description="model the six hyperparameters jointly instead of one by one")
+
+
+class MedianPruner(_Strict):
+    """Stop a trial whose val accuracy after an epoch is below the median of earlier trials at that epoch."""
+
+    kind: Literal["median"]
+    warmup_epochs: int = Field(ge=0, description="epochs of each trial that are never pruned")
+
+
+class HyperbandPruner(_Strict):
+    """Multi-fidelity: successive halving in several brackets with epochs as the resource (max: the space's)."""
+
+    kind: Literal["hyperband"]
+    min_resource: int = Field(ge=1, description="epochs a trial runs before its first rung")
+    reduction_factor: int = Field(ge=2, description="1 / the share of trials promoted at each rung")
+
+
+class NoPruner(_Strict):
+    """Every trial runs all its epochs."""
+
+    kind: Literal["none"]
+
+
+Pruner = Annotated[Union[MedianPruner, HyperbandPruner, NoPruner], Field(discriminator="kind")]
+
+
+def _space_max(dim: Choices | IntRange | FloatRange) -> float:
+    return max(dim.choices) if isinstance(dim, Choices) else dim.high
+
+
 class TuneCnn(_Strict):
-    n_trials: int = Field(ge=1)
+    budget: float = Field(gt=0, description="training passes over the trial subset (trial_train_size images x "
+                          "epochs), summed over all trials; pruned ones count the epochs they ran")
+    n_trials: int = Field(ge=0, description="hard cap on the number of trials; 0 = only the budget limits them")
     trial_train_size: int = Field(ge=0, description="0 = the whole training split")
     storage: str = Field(description="Optuna RDB URL (postgresql+psycopg2://..., sqlite:///...); empty = in memory")
     n_workers: int = Field(ge=1, le=256, description="local worker processes; > 1 needs an RDB storage")
     study_name: str = Field(min_length=1)
-    pruner_warmup_epochs: int = Field(ge=0)
-    space: Space
-    recipe: Recipe
+    space: Space  # before pruner: the hyperband check reads it
+    sampler: Sampler
+    pruner: Pruner
 
     # Field validators (not a model one) so the error line names the key and shows its value, not the section.
     @field_validator("storage")
@@ -119,6 +157,15 @@ class TuneCnn(_Strict):
         if v > 1 and not info.data.get("storage"):
             raise ValueError("above 1 needs tune_cnn.storage (an RDB URL the workers share, e.g. "
                              "sqlite:///../tune.db)")
+        return v
+
+    @field_validator("pruner")
+    @classmethod
+    def _hyperband_fits_the_epochs(cls, v: Any, info: ValidationInfo) -> Any:
+        space = info.data.get("space")
+        if isinstance(v, HyperbandPruner) and space is not None and v.min_resource > _space_max(space.epochs):
+            raise ValueError(f"min_resource ({v.min_resource}) exceeds the most epochs a trial runs "
+                             f"(tune_cnn.space.epochs: at most {_space_max(space.epochs):g}); lower min_resource")
         return v
 
 
@@ -148,6 +195,9 @@ class Visualize(_Strict):
     tsne_size: int = Field(ge=10)
     perplexity: float = Field(gt=0)
     tsne_threads: int = Field(ge=1)
+    # plots.TSNE_METHODS (a unit test keeps the two lists equal); python -m mnistpipe.bench_tsne compares them
+    tsne_method: Literal["sklearn-bh-raw", "pca50+sklearn-bh", "opentsne-fft-raw", "pca50+opentsne-fft",
+                         "opentsne-bh-raw", "pca50+opentsne-bh"]
     sample_index: int = Field(ge=0)
 
 
@@ -176,7 +226,8 @@ class Params(_Strict):
     batch_size: int = Field(ge=1)
     download: Download
     add_awgn: AddAwgn
-    train_baseline: Recipe
+    recipe: Recipe = Field(description="architecture and training settings beyond the six, shared by the baseline, "
+                           "every tuning trial and the tuned CNN, so tuned vs baseline compares the six alone")
     tune_cnn: TuneCnn
     train_on_noisy: Retrain
     train_dae: TrainDae
@@ -188,12 +239,14 @@ class Params(_Strict):
 
     @model_validator(mode="after")
     def _spatial(self) -> Params:
-        problem = _spatial_problem({**cnn_hyperparameters(self), **self.train_baseline.model_dump()})
+        problem = _spatial_problem({**cnn_hyperparameters(self), **self.recipe.model_dump()})
         if problem:
             raise ValueError(f"{problem}; use a smaller kernel_size or stride")
         return self
 
 
+# Names pydantic puts into an error's location for a union member; the key path the user wrote has none of them.
+UNION_TAGS = ("Choices", "IntRange", "FloatRange", "median", "hyperband", "none")
 CNN_KEYS = ("kernel_size", "stride", "dropout", "lr", "epochs", "batch_size")
 # The keys that hold a section of their own (a mapping), as opposed to top-level values such as seed or device.
 SECTIONS = tuple(k for k, f in Params.model_fields.items() if isinstance(f.annotation, type)
@@ -211,7 +264,7 @@ def _allowed(model: type[BaseModel], loc: tuple) -> list[str]:
 
 
 def _describe(err: dict) -> str:
-    loc = tuple(p for p in err["loc"] if isinstance(p, str) and p not in ("Choices", "IntRange", "FloatRange"))
+    loc = tuple(p for p in err["loc"] if isinstance(p, str) and p not in UNION_TAGS)
     key = ".".join(loc) or "(top level)"
     if err["type"] == "extra_forbidden":
         allowed = _allowed(Params, loc)
@@ -221,6 +274,8 @@ def _describe(err: dict) -> str:
     if err["type"] == "missing":
         return f"missing key '{key}'; add it (see the README's params table for its meaning and default)"
     ctx = err.get("ctx") or {}
+    if err["type"] in ("union_tag_not_found", "union_tag_invalid"):  # a pruner without a known `kind`
+        return f"'{key}' needs kind: median, hyperband or none, got {err['input']!r}"
     bounds = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in ctx.items() if k in ("ge", "gt", "le", "lt"))
     msg = err["msg"].removeprefix("Value error, ")
     return f"'{key}' {msg}" + (f" ({bounds})" if bounds and bounds not in msg else "") + f", got {err['input']!r}"

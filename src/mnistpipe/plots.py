@@ -214,29 +214,63 @@ def denoising_grid(rows: Mapping[str, Any], *, labels: Any = None, class_names: 
     return fig
 
 
-def tsne_embed(x: Any, *, perplexity: float, seed: int, max_iter: int = 500, n_jobs: int | None = None) -> np.ndarray:
-    """2-D t-SNE embedding (N, 2) of images (flattened pixels).
+# Ways to compute the t-SNE embedding (python -m mnistpipe.bench_tsne compares their speed and quality):
+# scikit-learn's Barnes-Hut, or openTSNE's FFT-accelerated interpolation or Barnes-Hut, on the raw pixels or on
+# their first PCA_DIMS principal components (the usual preprocessing, which also removes much of the pixel noise).
+TSNE_METHODS = ("sklearn-bh-raw", "pca50+sklearn-bh", "opentsne-fft-raw", "pca50+opentsne-fft", "opentsne-bh-raw",
+                "pca50+opentsne-bh")
+PCA_DIMS = 50
+EXAGGERATION_ITER = 250  # scikit-learn's fixed early-exaggeration phase, mirrored for openTSNE
 
-    The same input, seed and `n_jobs` give the same output. Another thread count can give a different
+
+def tsne_embed(x: Any, *, perplexity: float, seed: int, max_iter: int = 500, n_jobs: int | None = None,
+               method: str = "sklearn-bh-raw") -> np.ndarray:
+    """2-D t-SNE embedding (N, 2) of images (flattened pixels), by one of `TSNE_METHODS`.
+
+    The same input, seed, method and `n_jobs` give the same output. Another thread count can give a different
     embedding (it does on some CPUs), so callers whose output must not depend on the machine pass `n_jobs`
     explicitly; the default, every core this process may use, suits timing runs only. 500 iterations (250 of
     them early exaggeration) rather than sklearn's 1000: the clusters are settled by then, and it halves the
-    time.
+    time. The openTSNE methods run the same 250 + 250 iterations, with exact nearest neighbours (faster than its
+    default Annoy index at a few thousand images, and free of an approximate index's randomness).
     """
-    from sklearn.manifold import TSNE  # imported here: sklearn's manifold module is slow to import
     from threadpoolctl import threadpool_limits  # installed with scikit-learn, which uses it itself
 
+    if method not in TSNE_METHODS:
+        raise PipelineError(f"unknown t-SNE method {method!r}; use one of {', '.join(TSNE_METHODS)}")
     a = _pixels(x).reshape(len(x), -1)
     if not 0 < perplexity < len(a):
         raise PipelineError(f"t-SNE perplexity {perplexity} must be between 0 and the number of images ({len(a)}); "
                             "lower the perplexity or embed more images")
+    if max_iter < EXAGGERATION_ITER:
+        raise PipelineError(f"t-SNE max_iter={max_iter} is below the {EXAGGERATION_ITER} early-exaggeration "
+                            f"iterations; use at least {EXAGGERATION_ITER}")
     if n_jobs is None:
         n_jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", max_iter=max_iter,
-                random_state=seed, n_jobs=n_jobs)
+    if method.startswith("pca50+"):
+        from sklearn.decomposition import PCA
+
+        # One BLAS thread: PCA of 10,000 images takes a fraction of a second on one, more threads only add spin
+        # waits (10-50 times slower on a busy 2-core machine), and the projection is then the same for any n_jobs.
+        with threadpool_limits(limits=1):
+            a = PCA(n_components=min(PCA_DIMS, *a.shape), random_state=seed).fit_transform(a)
     # sklearn's gradient takes its thread count from the OpenMP limit, which threadpoolctl sets.
     with threadpool_limits(limits=n_jobs):
-        return tsne.fit_transform(a)
+        if "sklearn" in method:
+            from sklearn.manifold import TSNE  # imported here: sklearn's manifold module is slow to import
+
+            return TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", max_iter=max_iter,
+                        random_state=seed, n_jobs=n_jobs).fit_transform(a)
+        try:
+            from openTSNE import TSNE as OpenTSNE
+        except ImportError as e:
+            raise PipelineError(f"t-SNE method {method!r} needs openTSNE ({e}); pip install openTSNE, or use "
+                                "sklearn-bh-raw (visualize.tsne_method)") from None
+        tsne = OpenTSNE(n_components=2, perplexity=perplexity, initialization="pca", learning_rate="auto",
+                        early_exaggeration_iter=EXAGGERATION_ITER, n_iter=max_iter - EXAGGERATION_ITER,
+                        negative_gradient_method="fft" if "fft" in method else "bh", neighbors="exact",
+                        n_jobs=n_jobs, random_state=seed)
+        return np.asarray(tsne.fit(a), dtype=np.float32)
 
 
 def tsne_figure(embeddings: Mapping[str, np.ndarray], labels: Any, *, title: str | None = None,

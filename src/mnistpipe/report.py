@@ -56,10 +56,36 @@ def results_markdown(metrics: dict) -> str:
         f"{dn.get('test_ssim_denoised', float('nan')):.3f} |",
         f"| autoencoder training time | {dae.get('train_seconds', float('nan')):.0f} s "
         f"({dae.get('epochs', '–')} epochs on {dae.get('train_images', '–')} images) |",
-        f"| tuning search time | {tune.get('search_seconds', float('nan')):.0f} s "
-        f"({tune.get('n_trials', '–')} trials) |",
+        "",
+        *tuning_rows(tune, metrics.get("train_baseline", {})),
     ]
     return "\n".join(lines)
+
+
+def _points(a, b) -> str:
+    return "–" if a is None or b is None else f"{100 * (a - b):+.2f} points"
+
+
+def tuning_rows(tune: dict, baseline: dict) -> list[str]:
+    """The tuning table: the search objective of the enqueued baseline trial vs the best trial, then the retrained
+    tuned CNN vs the baseline CNN (same recipe, so the difference is the six hyperparameters')."""
+    best, base = tune.get("best_trial_val_acc"), tune.get("baseline_trial_val_acc")
+    number = tune.get("best_trial")
+    which = "–" if number is None else f"#{number}" + (" (the baseline)" if tune.get("winner_is_baseline") else "")
+    tuned_val, base_val = tune.get("val_acc"), baseline.get("val_acc")
+    used = tune.get("budget_used")
+    pruned = tune.get("n_pruned")
+    return [
+        "| tuning (baseline and tuned CNN share one recipe) | value |",
+        "|---|---|",
+        f"| search objective (val accuracy after training on the trial subset): baseline trial vs best trial | "
+        f"{_pct(base)} vs {_pct(best)} (trial {which}; {_points(best, base)}) |",
+        f"| retrained on the whole training split (val accuracy): tuned vs baseline | {_pct(tuned_val)} vs "
+        f"{_pct(base_val)} ({_points(tuned_val, base_val)}) |",
+        f"| tuning search time | {tune.get('search_seconds', float('nan')):.0f} s ({tune.get('n_trials', '–')} "
+        f"trials{'' if pruned is None else f', {pruned} pruned'}"
+        f"{'' if used is None else f'; {used:,} training images'}) |",
+    ]
 
 
 def replace_section(text: str, table: str) -> str:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +67,20 @@ class Stopwatch:
 
 # (model, step within the epoch counted from 1, the training clock); called after every optimizer step.
 StepCallback = Callable[[nn.Module, int, Stopwatch], None]
+# (parameters, steps per epoch, epochs) -> (optimizer, scheduler, per_epoch): the scheduler steps once per epoch
+# when per_epoch is true (StepLR), else after every optimizer step (OneCycleLR).
+OptimizerFactory = Callable[[Iterable[nn.Parameter], int, int], tuple[torch.optim.Optimizer, Any, bool]]
+
+
+def one_cycle_adamw(*, lr: float, weight_decay: float) -> OptimizerFactory:
+    """The project's optimiser: AdamW under a one-cycle schedule peaking at `lr` over the whole run."""
+    def make(params: Iterable[nn.Parameter], steps: int, epochs: int):
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        total_steps = epochs * steps
+        # OneCycleLR divides by zero when the warm-up ends on step 1 (exactly 4 steps at 25 %): nudge it off.
+        pct = 0.25 if 0.25 * total_steps != 1 else 0.3
+        return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=pct), False
+    return make
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -107,9 +122,15 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 2048, device
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn, validate, epochs: int, lr: float,
+def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn, validate, epochs: int, lr: float | None,
          batch_size: int, seed: int, weight_decay: float, max_shift: int, device: torch.device,
-         on_epoch: EpochCallback | None, on_step: StepCallback | None, progress: bool, desc: str) -> FitResult:
+         on_epoch: EpochCallback | None, on_step: StepCallback | None, progress: bool, desc: str,
+         optimizer: OptimizerFactory | None = None) -> FitResult:
+    """Train `model` in place; `optimizer` None is AdamW + one-cycle at `lr` (`one_cycle_adamw`).
+
+    The clock runs only over each epoch's steps: `validate` and `on_epoch` run after it stopped, so whatever
+    they compute (a benchmark's test accuracy) costs no training time.
+    """
     if batch_size > len(x):
         raise PipelineError(f"batch_size={batch_size} is larger than the {len(x)} training images; lower batch_size")
     gen = torch.Generator().manual_seed(seed)
@@ -117,11 +138,10 @@ def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn, validat
     model.to(device, memory_format=torch.channels_last)
     x, y = x.to(device).contiguous(memory_format=torch.channels_last), y.to(device)
     steps = len(x) // batch_size  # drop the ragged last batch: every step has the same size
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    total_steps = epochs * steps
-    # OneCycleLR divides by zero when the warm-up ends on step 1 (exactly 4 steps at 25 %): nudge it off.
-    pct = 0.25 if 0.25 * total_steps != 1 else 0.3
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=pct)
+    make = optimizer or one_cycle_adamw(lr=lr, weight_decay=weight_decay)
+    opt, sched, per_epoch = make(model.parameters(), steps, epochs)
+    if lr is None:  # for the divergence message: a given optimizer's starting rate
+        lr = opt.param_groups[0].get("initial_lr", opt.param_groups[0]["lr"])
     result, clock = FitResult(), Stopwatch(device)
     # disable=None: a bar only on a terminal; in logs (dvc, CI, the queue) it would garble the one-line errors.
     bar = tqdm(range(1, epochs + 1), desc=desc, disable=None if progress else True, leave=False)
@@ -138,11 +158,14 @@ def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn, validat
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            if not per_epoch:
+                sched.step()
             total += loss.detach()
             if on_step is not None:
                 on_step(model, step + 1, clock)
                 model.train()  # the callback may have switched to eval mode
+        if per_epoch:
+            sched.step()
         train_seconds = clock.stop()
         train_loss = float(total) / max(steps, 1)
         # A finite but astronomically large loss (lr=1000 with BatchNorm) is divergence too.
@@ -215,3 +238,24 @@ def train_dae(noisy_train: torch.Tensor, clean_train: torch.Tensor, noisy_val: t
                   batch_size=batch_size, seed=seed, weight_decay=weight_decay, max_shift=0, device=dev,
                   on_epoch=on_epoch, on_step=None, progress=progress, desc="dae")
     return model, result
+
+
+def train_module(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
+                 y_val: torch.Tensor, *, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 optimizer: OptimizerFactory, epochs: int, batch_size: int, seed: int, device: str = "auto",
+                 on_epoch: EpochCallback | None = None) -> FitResult:
+    """Train any classifier `model` in place with this project's loop and a given loss and optimiser.
+
+    `loss_fn(outputs, labels)` is also the validation loss (F.nll_loss for a model ending in log_softmax);
+    val_acc is the argmax accuracy. `seed` orders the batches; seed torch's global generator before building
+    `model` for a reproducible initialisation and dropout. Returns the `FitResult`; the model ends on the CPU.
+    """
+    dev = resolve_device(device)
+
+    def validate(m: nn.Module) -> dict:
+        out = predict(m, x_val, device=dev)
+        return {"val_loss": float(loss_fn(out, y_val)), "val_acc": float((out.argmax(1) == y_val).float().mean())}
+
+    return _fit(model, x_train, y_train, loss_fn=loss_fn, validate=validate, epochs=epochs, lr=None,
+                batch_size=batch_size, seed=seed, weight_decay=0.0, max_shift=0, device=dev, on_epoch=on_epoch,
+                on_step=None, progress=False, desc="model", optimizer=optimizer)

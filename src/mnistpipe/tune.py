@@ -1,11 +1,17 @@
-"""Hyperparameter search over the report's six CNN hyperparameters with Optuna (seeded TPE + median pruning).
+"""Hyperparameter search over the report's six CNN hyperparameters with Optuna (seeded TPE, optional pruning).
 
 Each trial calls `train.train_cnn`, the same function the training stages use; pruning hooks in through its
 `on_epoch` callback, so nothing about Optuna leaks into the training loop.
 
+The search is sized by a training budget, not a trial count: `budget` passes over the trial subset (subset
+images x epochs, summed over all trials; a pruned trial counts the epochs it ran). Trials start until the
+budget is spent, so searches with and without pruning compare at equal compute. The baseline's
+hyperparameters can be enqueued as trial 0, so the search never reports a configuration worse than the
+baseline on its own objective.
+
 With an RDB `storage` (an Optuna URL such as `postgresql+psycopg2://user@host/db` or `sqlite:///tune.db`) the
 study lives in the database: any number of worker processes, on any machines, add trials to it (see
-`mnistpipe.tune_worker`), and the caller collects the best trial once the study holds `n_trials` trials.
+`mnistpipe.tune_worker`), and the caller collects the best trial once the study's budget is spent.
 """
 
 from __future__ import annotations
@@ -33,7 +39,11 @@ from .train import train_cnn
 # The study's user attribute that holds its spec: what every worker needs to run trials of the same search.
 SPEC_ATTR = "mnistpipe_spec"
 # Spec keys that define the search; a study holding trials of other values must not be mixed with this one.
-SEARCH_KEYS = ("space", "recipe", "seed", "trial_train_size", "pruner_warmup_epochs", "meta")
+SEARCH_KEYS = ("space", "recipe", "seed", "trial_train_size", "sampler", "pruner", "enqueue", "meta")
+# The user attribute that marks the enqueued baseline trial.
+BASELINE_ATTR = "enqueued_baseline"
+# Completed trials before the median pruner may prune: the enqueued baseline (trial 0) is never pruned.
+MEDIAN_STARTUP_TRIALS = 3
 # A worker that dies mid-trial stops beating; after the grace period another worker (or the collector) marks
 # its trial failed, so the study never waits forever on a RUNNING trial nobody runs.
 HEARTBEAT_SECONDS = 10
@@ -43,12 +53,19 @@ FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, op
 
 @dataclass
 class TuneResult:
-    """The best trial's hyperparameters and val accuracy, every trial as a table, and the study itself."""
+    """The best trial's hyperparameters, val accuracy and number, the enqueued baseline trial's number and val
+    accuracy (None without one, or if it did not complete), the training budget spent (images), every trial as a
+    table, and the study itself."""
 
     best_params: dict[str, Any]
     best_value: float
     trials: pd.DataFrame
     study: optuna.Study
+    best_trial: int = 0
+    baseline_trial: int | None = None
+    baseline_value: float | None = None
+    budget_used: int = 0
+    n_pruned: int = 0
 
 
 def suggest(trial: optuna.Trial, space: dict[str, dict]) -> dict[str, Any]:
@@ -64,24 +81,61 @@ def suggest(trial: optuna.Trial, space: dict[str, dict]) -> dict[str, Any]:
     return out
 
 
+def _describe_dim(dim: dict) -> str:
+    return f"choices {list(dim['choices'])}" if "choices" in dim else f"range [{dim['low']}, {dim['high']}]"
+
+
+def check_in_space(hp: dict[str, Any], space: dict[str, dict]) -> None:
+    """Refuse (one-line PipelineError) a configuration to enqueue that lies outside `space`.
+
+    Optuna would otherwise warn and draw another value, and "trial 0 is the baseline" would silently be false.
+    """
+    for name, dim in space.items():
+        if name not in hp:
+            raise PipelineError(f"the configuration to enqueue lacks {name}; give all of {', '.join(space)}")
+        v = hp[name]
+        if "choices" in dim:
+            inside = v in list(dim["choices"])
+        else:
+            is_int = isinstance(dim["low"], int) and isinstance(dim["high"], int)
+            inside = (not is_int or (isinstance(v, int) and not isinstance(v, bool))) and dim["low"] <= v <= dim["high"]
+        if not inside:
+            raise PipelineError(f"the baseline's {name}={v!r} lies outside tune_cnn.space.{name} "
+                                f"({_describe_dim(dim)}); widen tune_cnn.space.{name} or change {name}, so that "
+                                "trial 0 can be the baseline")
+
+
+def subset_size(n: int, trial_train_size: int) -> int:
+    """Images each trial trains on: `trial_train_size`, or all `n` when it is 0 or larger."""
+    return min(trial_train_size, n) if trial_train_size else n
+
+
 def make_objective(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, *,
                    space: dict[str, dict], recipe: dict[str, Any], seed: int, trial_train_size: int = 0,
                    device: str = "auto", worker: str = "") -> Callable[[optuna.Trial], float]:
     """The trial function: train on a seeded subset of `trial_train_size` images, return val accuracy.
 
-    `worker` (a name such as host:pid) is recorded on each trial, so a shared study shows who ran what.
+    Every epoch records the trial's `images_seen` and `train_seconds` (user attributes) before the pruner is
+    asked, so a pruned trial counts what it ran. `worker` (a name such as host:pid) is recorded on each trial,
+    so a shared study shows who ran what.
     """
     n = len(x_train)
     if trial_train_size and trial_train_size < n:
         idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:trial_train_size]
         x_train, y_train = x_train[idx], y_train[idx]
+    per_pass = len(x_train)
 
     def objective(trial: optuna.Trial) -> float:
         if worker:
             trial.set_user_attr("worker", worker)
         hp = suggest(trial, space)
+        done = 0
 
         def on_epoch(epoch: int, record: dict) -> None:
+            nonlocal done
+            done = epoch
+            trial.set_user_attr("images_seen", epoch * per_pass)
+            trial.set_user_attr("train_seconds", record["train_seconds"])
             trial.report(record["val_acc"], epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned()
@@ -92,16 +146,47 @@ def make_objective(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Te
                                   on_epoch=on_epoch)
         except PipelineError as exc:  # a diverged or impossible configuration is a failed trial, not a crash
             trial.set_user_attr("error", str(exc))
+            # It failed in (or before) epoch done + 1: counting that epoch makes every trial spend budget, so a
+            # search whose every trial fails still ends.
+            trial.set_user_attr("images_seen", (done + 1) * per_pass)
             return math.nan
-        trial.set_user_attr("train_seconds", result.metrics["train_seconds"])
         return result.metrics["val_acc"]
 
     return objective
 
 
-def _sampler_and_pruner(seed: int, pruner_warmup_epochs: int):
-    return (optuna.samplers.TPESampler(seed=seed),
-            optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=pruner_warmup_epochs))
+def make_sampler_and_pruner(*, seed: int, sampler: dict[str, Any], pruner: dict[str, Any],
+                            space: dict[str, dict]) -> tuple[optuna.samplers.BaseSampler, optuna.pruners.BasePruner]:
+    """The seeded TPE sampler and the pruner of params.yaml's `tune_cnn.sampler` / `tune_cnn.pruner`.
+
+    `sampler`: {n_startup_trials, multivariate}. `pruner`: {kind: median, warmup_epochs} (a trial runs its first
+    `warmup_epochs` epochs unpruned; the first MEDIAN_STARTUP_TRIALS trials are never pruned), {kind: hyperband,
+    min_resource, reduction_factor} (epochs are the resource, up to the most `space.epochs` allows) or
+    {kind: none}.
+    """
+    tpe = optuna.samplers.TPESampler(seed=seed, n_startup_trials=sampler["n_startup_trials"],
+                                     multivariate=sampler["multivariate"])
+    kind = pruner["kind"]
+    if kind == "median":
+        # Epochs are reported from 1 and Optuna may prune at step == n_warmup_steps.
+        return tpe, optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS,
+                                                n_warmup_steps=pruner["warmup_epochs"] + 1)
+    if kind == "hyperband":
+        epochs = space["epochs"]
+        top = int(max(epochs["choices"]) if "choices" in epochs else epochs["high"])
+        if pruner["min_resource"] > top:
+            raise PipelineError(f"tune_cnn.pruner.min_resource={pruner['min_resource']} exceeds the most epochs a "
+                                f"trial runs ({top}); lower min_resource or widen tune_cnn.space.epochs")
+        return tpe, optuna.pruners.HyperbandPruner(min_resource=pruner["min_resource"], max_resource=top,
+                                                   reduction_factor=pruner["reduction_factor"])
+    if kind == "none":
+        return tpe, optuna.pruners.NopPruner()
+    raise PipelineError(f"tune_cnn.pruner.kind={kind!r} is not one of median, hyperband, none")
+
+
+def _from_spec(spec: dict[str, Any], seed: int | None = None):
+    return make_sampler_and_pruner(seed=spec["seed"] if seed is None else seed, sampler=spec["sampler"],
+                                   pruner=spec["pruner"], space=spec["space"])
 
 
 def rdb_storage(url: str) -> optuna.storages.RDBStorage:
@@ -122,13 +207,20 @@ def rdb_storage(url: str) -> optuna.storages.RDBStorage:
                             "tune_cnn.storage and that the database server is running") from None
 
 
+def enqueue_baseline(study: optuna.Study, hp: dict[str, Any] | None) -> None:
+    """Make `hp` (the six hyperparameters) the study's next trial, marked as the baseline; None: nothing."""
+    if hp:
+        study.enqueue_trial(dict(hp), user_attrs={BASELINE_ATTR: True})
+
+
 def open_shared_study(storage: str, study_name: str, *, spec: dict[str, Any]) -> optuna.Study:
     """Create the study in `storage`, or reopen it if it holds the same search, and record `spec` on it.
 
     A study of the same name whose spec differs in any of SEARCH_KEYS is refused: its trials would be
-    mixed with trials of another search space, recipe or data.
+    mixed with trials of another search space, recipe, sampler, pruner, baseline or data. `spec["enqueue"]`
+    becomes trial 0 when the study is new (holds no trials).
     """
-    sampler, pruner = _sampler_and_pruner(spec["seed"], spec["pruner_warmup_epochs"])
+    sampler, pruner = _from_spec(spec)
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner, study_name=study_name,
                                 storage=rdb_storage(storage), load_if_exists=True)
     old = study.user_attrs.get(SPEC_ATTR)
@@ -139,6 +231,8 @@ def open_shared_study(storage: str, study_name: str, *, spec: dict[str, Any]) ->
                                 f"{', '.join(changed)}); set a new tune_cnn.study_name or delete the old study "
                                 f"with `optuna delete-study --storage URL --study-name {study_name}`")
     study.set_user_attr(SPEC_ATTR, spec)
+    if not study.get_trials(deepcopy=False):
+        enqueue_baseline(study, spec.get("enqueue"))
     return study
 
 
@@ -152,43 +246,62 @@ def attach(storage: str, study_name: str, *, sampler_seed: int | None) -> tuple[
     if spec is None:
         raise PipelineError(f"no study {study_name!r} made by tune_cnn in {storage}; start `dvc repro tune_cnn` "
                             "with this tune_cnn.storage first (it creates the study), then the workers")
-    sampler, pruner = _sampler_and_pruner(spec["seed"] if sampler_seed is None else sampler_seed,
-                                          spec["pruner_warmup_epochs"])
+    sampler, pruner = _from_spec(spec, sampler_seed)
     return optuna.load_study(study_name=study_name, storage=store, sampler=sampler, pruner=pruner), spec
 
 
-def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], *, n_trials: int,
-               max_trials: int = 0) -> int:
-    """Add trials until the study holds `n_trials` in all (from every worker) or this one ran `max_trials`.
+def images_seen(study: optuna.Study) -> int:
+    """Training images of all the study's trials so far (running ones included, up to their last epoch)."""
+    return sum(int(t.user_attrs.get("images_seen", 0)) for t in study.get_trials(deepcopy=False))
 
-    Returns how many trials this call ran. Two workers starting their last trial at the same moment may
-    leave the study one trial above `n_trials`.
+
+def search_done(study: optuna.Study, *, budget_images: int, n_trials: int = 0) -> bool:
+    """True once the study's trials have spent `budget_images`, or it holds `n_trials` (0 = no cap) trials."""
+    if n_trials and len(study.get_trials(deepcopy=False)) >= n_trials:
+        return True
+    return images_seen(study) >= budget_images
+
+
+def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], *, budget_images: int,
+               n_trials: int = 0, max_trials: int = 0) -> int:
+    """Start trials until the study (every worker's trials) has spent `budget_images` training images or holds
+    `n_trials` trials (0 = no cap), or this call ran `max_trials` (0 = no limit).
+
+    A trial started before the budget is spent runs to its end (or pruning), so the search spends a little
+    more than the budget; workers starting trials at the same moment overshoot it, or the cap, a little more.
+    Returns how many trials this call ran.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ran = 0
-    while not max_trials or ran < max_trials:
-        if len(study.get_trials(deepcopy=False)) >= n_trials:
-            break
+    while (not max_trials or ran < max_trials) and not search_done(study, budget_images=budget_images,
+                                                                   n_trials=n_trials):
         study.optimize(objective, n_trials=1)
         ran += 1
     return ran
 
 
-def collect(study: optuna.Study, *, n_trials: int, poll_seconds: float = 2.0) -> TuneResult:
-    """The study's best trial and all its trials, once no trial is running any more.
+def collect(study: optuna.Study, *, poll_seconds: float = 2.0) -> TuneResult:
+    """The study's best trial, its baseline trial and all its trials, once no trial is running any more.
 
     Trials of dead workers are failed by the heartbeat check, so the wait ends.
     """
     while any(t.state == optuna.trial.TrialState.RUNNING for t in study.get_trials(deepcopy=False)):
         optuna.storages.fail_stale_trials(study)
         time.sleep(poll_seconds)
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise PipelineError(
-            f"none of the {n_trials} tuning trials completed; widen tune_cnn.space or lower its lr range"
+            f"none of the {len(trials)} tuning trials completed; widen tune_cnn.space or lower its lr range"
         )
-    return TuneResult(best_params=dict(study.best_params), best_value=float(study.best_value),
-                      trials=study.trials_dataframe(), study=study)
+    best = study.best_trial
+    base = next((t for t in trials if t.user_attrs.get(BASELINE_ATTR)), None)
+    base_value = base.value if base is not None and base.state == optuna.trial.TrialState.COMPLETE else None
+    return TuneResult(best_params=dict(best.params), best_value=float(best.value), trials=study.trials_dataframe(),
+                      study=study, best_trial=best.number, baseline_trial=None if base is None else base.number,
+                      baseline_value=None if base_value is None else float(base_value),
+                      budget_used=images_seen(study),
+                      n_pruned=sum(t.state == optuna.trial.TrialState.PRUNED for t in trials))
 
 
 def run_local_workers(storage: str, study_name: str, *, n_workers: int, n_trials: int, seed: int,
@@ -196,11 +309,12 @@ def run_local_workers(storage: str, study_name: str, *, n_workers: int, n_trials
     """Run `n_workers` worker processes (`python -m mnistpipe.tune_worker`) on this machine and wait for them.
 
     Each gets its own sampler seed (seed + 1 + i: equal seeds would propose the same first configurations)
-    and an equal share of the trials; `threads` (0 = CPU cores / n_workers) torch threads each.
+    and `threads` (0 = CPU cores / n_workers) torch threads; they stop when the study's budget is spent, and
+    with a trial cap `n_trials` (0 = none) each runs at most an equal share of it.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = threads or max(1, cores // n_workers)
-    share = -(-n_trials // n_workers)
+    share = -(-n_trials // n_workers) if n_trials else 0
     procs = []
     try:
         for i in range(n_workers):
@@ -225,45 +339,55 @@ def run_local_workers(storage: str, study_name: str, *, n_workers: int, n_trials
 
 
 def tune_cnn(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, *,
-             space: dict[str, dict], recipe: dict[str, Any], n_trials: int, seed: int, trial_train_size: int = 0,
-             storage: str = "", study_name: str = "tune_cnn", pruner_warmup_epochs: int = 1,
+             space: dict[str, dict], recipe: dict[str, Any], budget: float, seed: int, sampler: dict[str, Any],
+             pruner: dict[str, Any], n_trials: int = 0, trial_train_size: int = 0,
+             enqueue: dict[str, Any] | None = None, storage: str = "", study_name: str = "tune_cnn",
              device: str = "auto", n_workers: int = 1, meta: dict[str, Any] | None = None) -> TuneResult:
     """Maximise val accuracy over `space`; each trial trains on a seeded subset of `trial_train_size` images.
 
-    `recipe` holds the fixed architecture/training settings passed to every trial. Trials that diverge count
-    as failed (Optuna records them); if no trial completes, a `PipelineError` says what to change.
+    Trials start until they have spent `budget` passes over that subset (see the module docstring) or number
+    `n_trials` (0 = no cap). `enqueue` (the baseline's six hyperparameters, inside `space`) is trial 0.
+    `recipe` holds the fixed architecture/training settings passed to every trial; `sampler` and `pruner` are
+    as `make_sampler_and_pruner` takes them, the sampler seeded with `seed` (which also draws the subset).
+    Trials that diverge count as failed (Optuna records them); if no trial completes, a `PipelineError` says
+    what to change.
 
     Empty `storage`: an in-memory study in this process, a deterministic search. An RDB `storage` URL: the
-    study lives there and is topped up to `n_trials` trials, in this process (`n_workers` = 1) or by
+    study lives there and is topped up until its budget is spent, in this process (`n_workers` = 1) or by
     `n_workers` local worker processes; workers started elsewhere may add trials meanwhile. `meta` (for
     instance where the workers find the training data and its checksum) is stored in the study's spec.
     """
+    if enqueue:
+        check_in_space(enqueue, space)
+    budget_images = math.ceil(budget * subset_size(len(x_train), trial_train_size))
+
+    def objective(worker: str = "") -> Callable[[optuna.Trial], float]:
+        return make_objective(x_train, y_train, x_val, y_val, space=space, recipe=recipe, seed=seed,
+                              trial_train_size=trial_train_size, device=device, worker=worker)
+
     if not storage:
         if n_workers > 1:
             raise PipelineError(f"n_workers={n_workers} needs an Optuna RDB storage URL in tune_cnn.storage "
                                 "(for instance sqlite:///../tune.db); an in-memory study lives in one process")
-        objective = make_objective(x_train, y_train, x_val, y_val, space=space, recipe=recipe, seed=seed,
-                                   trial_train_size=trial_train_size, device=device)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        sampler, pruner = _sampler_and_pruner(seed, pruner_warmup_epochs)
-        study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner, study_name=study_name)
-        study.optimize(objective, n_trials=n_trials)
-        return collect(study, n_trials=n_trials)
+        made_sampler, made_pruner = make_sampler_and_pruner(seed=seed, sampler=sampler, pruner=pruner, space=space)
+        study = optuna.create_study(direction="maximize", sampler=made_sampler, pruner=made_pruner,
+                                    study_name=study_name)
+        enqueue_baseline(study, enqueue)
+        run_trials(study, objective(), budget_images=budget_images, n_trials=n_trials)
+        return collect(study)
 
     spec = {"space": space, "recipe": recipe, "seed": seed, "trial_train_size": trial_train_size,
-            "pruner_warmup_epochs": pruner_warmup_epochs, "meta": meta or {}, "n_trials": n_trials,
-            "device": device}
+            "sampler": sampler, "pruner": pruner, "enqueue": dict(enqueue) if enqueue else None,
+            "meta": meta or {}, "budget": budget, "n_trials": n_trials, "device": device}
     study = open_shared_study(storage, study_name, spec=spec)
-    if len(study.get_trials(deepcopy=False)) >= n_trials:
-        pass  # a full study (a rerun, or other machines did the work): only collect
+    if search_done(study, budget_images=budget_images, n_trials=n_trials):
+        pass  # a finished search (a rerun, or other machines did the work): only collect
     elif n_workers > 1:
         run_local_workers(storage, study_name, n_workers=n_workers, n_trials=n_trials, seed=seed)
     else:
-        objective = make_objective(x_train, y_train, x_val, y_val, space=space, recipe=recipe, seed=seed,
-                                   trial_train_size=trial_train_size, device=device,
-                                   worker=worker_name())
-        run_trials(study, objective, n_trials=n_trials)
-    return collect(study, n_trials=n_trials)
+        run_trials(study, objective(worker_name()), budget_images=budget_images, n_trials=n_trials)
+    return collect(study)
 
 
 def worker_name() -> str:

@@ -1,10 +1,11 @@
 """`mnistpipe-tune-worker`: add trials to a shared Optuna study that the tune_cnn stage created.
 
-The stage stores the study's spec (search space, recipe, seed, trial subset size, and where the training data
-lies with its SHA-256) in the study itself, so a worker needs only the storage URL, the study name and the
-same training data: run it from the root of a checkout whose `data/prepared/train.pt` comes from the same
-commit (`dvc pull` or `dvc repro download`), or pass `--data`. A file with another checksum is refused, so
-trials of other data never enter the study.
+The stage stores the study's spec (search space, recipe, sampler, pruner, seed, trial subset size, training
+budget, and where the training data lies with its SHA-256) in the study itself, so a worker needs only the
+storage URL, the study name and the same training data: run it from the root of a checkout whose
+`data/prepared/train.pt` comes from the same commit (`dvc pull` or `dvc repro download`), or pass `--data`. A
+file with another checksum is refused, so trials of other data never enter the study. Workers stop once the
+study's trials, every worker's together, have spent the budget.
 
     mnistpipe-tune-worker --storage postgresql+psycopg2://user:password@host/db --study tune_cnn
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 from pathlib import Path
 
@@ -53,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, help="sampler seed of this worker (default: random; give each worker its "
                     "own, or they propose the same first configurations)")
     ap.add_argument("--max-trials", type=int, default=0, help="stop after this many trials (0 = until the study "
-                    "holds tune_cnn.n_trials)")
+                    "has spent tune_cnn.budget or holds tune_cnn.n_trials trials)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default, one per core)")
     ap.add_argument("--device", help="auto, cpu or cuda (default: the study's, params.yaml's device)")
     ap.add_argument("--traceback", action="store_true", help="show the traceback of a user error")
@@ -61,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Join the study and run trials until it is full; return how many this worker ran."""
+    """Join the study and run trials until its budget is spent; return how many this worker ran."""
     args = parse_args(argv)
     if args.max_trials < 0 or args.threads < 0:
         raise PipelineError("--max-trials and --threads must be >= 0")
@@ -78,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
                                     recipe=spec["recipe"], seed=spec["seed"],
                                     trial_train_size=spec["trial_train_size"],
                                     device=args.device or spec["device"], worker=tune.worker_name())
-    return tune.run_trials(study, objective, n_trials=spec["n_trials"], max_trials=args.max_trials)
+    # The budget is in passes over the trial subset, so it is turned into images with this worker's data.
+    per_pass = tune.subset_size(len(d["x_train"]), spec["trial_train_size"])
+    return tune.run_trials(study, objective, budget_images=math.ceil(spec["budget"] * per_pass),
+                           n_trials=spec["n_trials"], max_trials=args.max_trials)
 
 
 def cli() -> None:

@@ -110,6 +110,7 @@ def test_two_workers_fill_one_postgres_study(repo_copy, helpers):
         helpers.set_param(repo, "tune_cnn.storage", url)
         helpers.set_param(repo, "tune_cnn.n_workers", 2)
         helpers.set_param(repo, "tune_cnn.n_trials", 4)
+        helpers.set_param(repo, "tune_cnn.budget", 4)  # 4 one-epoch trials
         rc, _, err = helpers.run_stage(repo, "tune_cnn", timeout=300)
         assert rc == 0, err[-3000:]
 
@@ -121,7 +122,7 @@ def test_two_workers_fill_one_postgres_study(repo_copy, helpers):
         assert len(workers) == 2 and None not in workers, f"trials should come from two workers: {workers}"
 
         best = json.loads((repo / "models/tuned_config.json").read_text())
-        recipe = helpers.read_params(repo)["tune_cnn"]["recipe"]
+        recipe = helpers.read_params(repo)["recipe"]
         assert best["hyperparameters"] == {**study.best_params, **recipe}
         assert best["best_trial_val_acc"] == pytest.approx(study.best_value)
         lines = (repo / "metrics/tune_cnn_trials.csv").read_text().strip().splitlines()

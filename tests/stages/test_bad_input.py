@@ -139,8 +139,8 @@ def test_download_without_any_mirror(repo_copy, helpers, tmp_path):
 
 
 def test_unknown_key_inside_a_section(repo_copy, helpers):
-    helpers.set_param(repo_copy, "train_baseline.droput", 0.1)
-    _expect_error(helpers, repo_copy, "train_baseline", "unknown key", "train_baseline.droput", "params.yaml")
+    helpers.set_param(repo_copy, "recipe.droput", 0.1)
+    _expect_error(helpers, repo_copy, "train_baseline", "unknown key", "recipe.droput", "params.yaml")
 
 
 def test_missing_section(repo_copy, helpers):
@@ -149,9 +149,9 @@ def test_missing_section(repo_copy, helpers):
 
 
 def test_traceback_switch_shows_the_traceback(repo_copy, helpers):
-    helpers.set_param(repo_copy, "train_baseline.droput", 0.1)
+    helpers.set_param(repo_copy, "recipe.droput", 0.1)
     rc, err = _run_broken(helpers, repo_copy, "train_baseline", env={"MNISTPIPE_TRACEBACK": "1"})
     assert rc == 2, err[-3000:]
     assert "Traceback (most recent call last)" in err and "PipelineError" in err, err[-3000:]
     last = err.strip().splitlines()[-1]
-    assert last.startswith("error: ") and "train_baseline.droput" in last, last
+    assert last.startswith("error: ") and "recipe.droput" in last, last

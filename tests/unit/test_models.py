@@ -86,7 +86,7 @@ def test_cnn_without_spatial_output_raises(kernel_size, stride, channels):
 
 def test_config_defaults_are_the_baseline_of_params_yaml():
     raw = yaml.safe_load(PARAMS_YAML.read_text())
-    config, rest = CNNConfig.split({**raw, **raw["train_baseline"]})
+    config, rest = CNNConfig.split({**raw, **raw["recipe"]})
     assert config == CNNConfig()
     assert "lr" in rest and "weight_decay" in rest and "channels" not in rest and "dropout" not in rest
     dae, rest = DAEConfig.split(raw["train_dae"])

@@ -41,7 +41,7 @@ def test_repo_params_are_valid(raw):
     p = params.validate(raw)
     assert p.seed == raw["seed"]
     assert p.dropout == raw["dropout"] and p.kernel_size == raw["kernel_size"]
-    assert p.train_baseline.channels == raw["train_baseline"]["channels"]
+    assert p.recipe.channels == raw["recipe"]["channels"]
     assert set(params.SECTIONS) <= set(raw)
     section = params.section(p, "train_dae")
     assert section["seed"] == raw["seed"] and section["width"] == raw["train_dae"]["width"]
@@ -105,17 +105,17 @@ def test_unknown_key_inside_a_section(raw, section, key, suggestion):
 
 
 def test_unknown_key_two_levels_deep(raw):
-    fails(raw, lambda r: r["tune_cnn"]["recipe"].update(chanels=[8]), "'tune_cnn.recipe.chanels'",
-          "did you mean 'channels'")
+    fails(raw, lambda r: r["tune_cnn"]["sampler"].update(multivarite=True), "'tune_cnn.sampler.multivarite'",
+          "did you mean 'multivariate'")
 
 
 @pytest.mark.parametrize("mutate, key", [
     (lambda r: r.update(epochs="3"), "'epochs'"),
     (lambda r: r.update(dropout="x"), "'dropout'"),
     (lambda r: r.update(kernel_size=3.0), "'kernel_size'"),
-    (lambda r: r["train_baseline"].update(batchnorm=1), "'train_baseline.batchnorm'"),
+    (lambda r: r["recipe"].update(batchnorm=1), "'recipe.batchnorm'"),
     (lambda r: r["train_dae"].update(skips="yes"), "'train_dae.skips'"),
-    (lambda r: r["train_baseline"].update(channels=32), "'train_baseline.channels'"),
+    (lambda r: r["recipe"].update(channels=32), "'recipe.channels'"),
     (lambda r: r.update(device="gpu"), "'device'"),
 ])
 def test_wrong_type(raw, mutate, key):
@@ -136,15 +136,17 @@ def test_out_of_range_top_level(raw, key, value):
     ("visualize", "tsne_threads", 0),
     ("download", "val_size", 0),
     ("train_dae", "lr", 0),
-    ("train_baseline", "label_smoothing", 1.0),
-    ("train_baseline", "convs_per_block", 0),
+    ("recipe", "label_smoothing", 1.0),
+    ("recipe", "convs_per_block", 0),
+    ("tune_cnn", "budget", 0),
+    ("tune_cnn", "n_trials", -1),
 ])
 def test_out_of_range_in_a_section(raw, section, key, value):
     fails(raw, lambda r: r[section].update({key: value}), f"'{section}.{key}'")
 
 
 def test_negative_channels(raw):
-    fails(raw, lambda r: r["train_baseline"].update(channels=[32, -1]), "'train_baseline.channels'",
+    fails(raw, lambda r: r["recipe"].update(channels=[32, -1]), "'recipe.channels'",
           "greater than or equal to 1", "-1")
 
 
@@ -172,9 +174,9 @@ def test_kernel_stride_check_counts_the_blocks(raw):
     # stride 16 (first conv only) leaves a 1x1 map after one block (28 -> 2 -> 1) but nothing after two
     ok = copy.deepcopy(raw)
     ok.update(kernel_size=3, stride=16)
-    ok["train_baseline"]["channels"] = [8]
+    ok["recipe"]["channels"] = [8]
     params.validate(ok)
-    ok["train_baseline"]["channels"] = [8, 16]
+    ok["recipe"]["channels"] = [8, 16]
     fails(ok, lambda r: None, "no spatial output")
 
 
@@ -224,15 +226,64 @@ def test_yaml_text_round_trip(raw):
 
 
 def test_tuned_hyperparameters_refuse_a_config_without_spatial_output(raw):
-    hp = {k: raw[k] for k in params.CNN_KEYS} | raw["tune_cnn"]["recipe"] | {"stride": 28}
+    hp = {k: raw[k] for k in params.CNN_KEYS} | raw["recipe"] | {"stride": 28}
     with pytest.raises(PipelineError, match="best.json: kernel_size=3 with stride=28 leaves no spatial output") as exc:
         params.tuned_hyperparameters({"hyperparameters": hp}, source="best.json")
     assert str(exc.value).endswith("rerun `dvc repro tune_cnn`")
 
 
 def test_tuned_hyperparameters_accepts_a_complete_file_and_refuses_an_edited_one(raw):
-    hp = {k: raw[k] for k in params.CNN_KEYS} | raw["tune_cnn"]["recipe"]
+    hp = {k: raw[k] for k in params.CNN_KEYS} | raw["recipe"]
     assert params.tuned_hyperparameters({"hyperparameters": hp}, source="best.json") == hp
     for bad in ({}, [], {"hyperparameters": {**hp, "extra": 1}}, {"hyperparameters": {"lr": 0.1}}):
         with pytest.raises(PipelineError, match="best.json does not hold the expected hyperparameters"):
             params.tuned_hyperparameters(bad, source="best.json")
+
+
+def test_one_recipe_for_baseline_and_search(raw):
+    """The recipe is one top-level section: the old per-stage copies are refused, so tuned vs baseline cannot mix
+    two recipes again."""
+    p = params.validate(raw)
+    assert "recipe" in params.SECTIONS and p.recipe.label_smoothing == raw["recipe"]["label_smoothing"]
+    fails(raw, lambda r: r["tune_cnn"].update(recipe=dict(r["recipe"])), "unknown key 'tune_cnn.recipe'")
+    fails(raw, lambda r: r.update(train_baseline=dict(r["recipe"])), "unknown key 'train_baseline'")
+    fails(raw, lambda r: r.pop("recipe"), "missing key 'recipe'")
+    # The spatial check reads the shared recipe: one block makes stride 16 possible, as it should.
+    ok = copy.deepcopy(raw)
+    ok.update(stride=16)
+    fails(ok, lambda r: None, "stride=16", "no spatial output")
+    ok["recipe"]["channels"] = [8]
+    assert params.validate(ok).stride == 16
+
+
+@pytest.mark.parametrize("pruner", [
+    {"kind": "median", "warmup_epochs": 0},
+    {"kind": "hyperband", "min_resource": 1, "reduction_factor": 3},
+    {"kind": "none"},
+])
+def test_pruner_kinds_validate(raw, pruner):
+    ok = copy.deepcopy(raw)
+    ok["tune_cnn"]["pruner"] = pruner
+    assert params.validate(ok).tune_cnn.pruner.model_dump() == pruner
+
+
+@pytest.mark.parametrize("pruner, expected", [
+    ({"kind": "hyperbnd"}, ("'tune_cnn.pruner' needs kind: median, hyperband or none", "hyperbnd")),
+    ({"warmup_epochs": 1}, ("'tune_cnn.pruner' needs kind",)),
+    ({"kind": "hyperband", "min_resource": 1}, ("missing key 'tune_cnn.pruner.reduction_factor'",)),
+    ({"kind": "hyperband", "min_resource": 1, "reduction_factor": 1}, ("'tune_cnn.pruner.reduction_factor'",
+                                                                        "greater than or equal to 2")),
+    ({"kind": "median", "warmup_epochs": 0, "min_resource": 2}, ("unknown key 'tune_cnn.pruner.min_resource'",)),
+    ({"kind": "median", "warmup_epochs": -1}, ("'tune_cnn.pruner.warmup_epochs'",)),
+    # epochs are the resource: a first rung beyond the longest trial (space.epochs high 5) could never be reached
+    ({"kind": "hyperband", "min_resource": 9, "reduction_factor": 3}, ("min_resource (9) exceeds", "at most 5")),
+])
+def test_pruner_mistakes_are_one_line(raw, pruner, expected):
+    assert raw["tune_cnn"]["space"]["epochs"]["high"] == 5
+    fails(raw, lambda r: r["tune_cnn"].update(pruner=pruner), *expected)
+
+
+def test_sampler_and_old_pruner_key(raw):
+    fails(raw, lambda r: r["tune_cnn"]["sampler"].update(n_startup_trials=-1), "'tune_cnn.sampler.n_startup_trials'")
+    fails(raw, lambda r: r["tune_cnn"]["sampler"].update(multivariate="yes"), "'tune_cnn.sampler.multivariate'")
+    fails(raw, lambda r: r["tune_cnn"].update(pruner_warmup_epochs=1), "unknown key 'tune_cnn.pruner_warmup_epochs'")

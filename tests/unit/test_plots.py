@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io as _io
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from matplotlib.figure import Figure
 
 from mnistpipe import models, plots
@@ -120,21 +123,49 @@ def test_confusion_matrices_one_panel_per_model():
     assert _n_axes(plots.confusion_matrices({"only": np.eye(10, dtype=int) * 3})) == 1
 
 
+# The method the pipeline uses (visualize.tsne_method) besides the default: both must be deterministic.
+PIPELINE_TSNE = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())["visualize"][
+    "tsne_method"]
+
+
+@pytest.mark.parametrize("method", sorted({"sklearn-bh-raw", PIPELINE_TSNE}))
 @pytest.mark.parametrize("n_jobs", [1, 2])
-def test_tsne_embed_shape_and_determinism(images, n_jobs):
+def test_tsne_embed_shape_and_determinism(images, n_jobs, method):
     """Run twice with the same seed and thread count: the same embedding. Another thread count may give another
     one on some CPUs, which is why the stage pins the count (visualize.tsne_threads) instead of using the cores."""
-    a = plots.tsne_embed(images, perplexity=5, seed=0, max_iter=250, n_jobs=n_jobs)
-    b = plots.tsne_embed(images, perplexity=5, seed=0, max_iter=250, n_jobs=n_jobs)
+    a = plots.tsne_embed(images, perplexity=5, seed=0, max_iter=300, n_jobs=n_jobs, method=method)
+    b = plots.tsne_embed(images, perplexity=5, seed=0, max_iter=300, n_jobs=n_jobs, method=method)
     assert a.shape == (60, 2)
     assert np.isfinite(a).all()
     np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(a, plots.tsne_embed(images, perplexity=5, seed=1, max_iter=250, n_jobs=n_jobs))
+    c = plots.tsne_embed(images, perplexity=5, seed=1, max_iter=300, n_jobs=n_jobs, method=method)
+    assert not np.array_equal(a, c)
 
 
-def test_tsne_embed_rejects_perplexity_above_image_count(images):
+@pytest.mark.parametrize("method", plots.TSNE_METHODS)
+def test_every_tsne_method_separates_clusters(method):
+    """Three well-separated clusters of images: every method gives finite (N, 2) points in which each image's
+    nearest embedded neighbour is from its own cluster (a method that ignored the input would fail)."""
+    rng = np.random.default_rng(0)
+    centres = rng.random((3, 784))
+    y = np.arange(90) % 3
+    x = np.clip(centres[y] + rng.normal(0, 0.1, (90, 784)), 0, 1).astype(np.float32)
+    emb = plots.tsne_embed(x, perplexity=10, seed=0, max_iter=300, n_jobs=1, method=method)
+    assert emb.shape == (90, 2) and np.isfinite(emb).all()
+    d = np.linalg.norm(emb[:, None] - emb[None], axis=-1) + np.diag(np.full(90, np.inf))
+    assert (y[d.argmin(1)] == y).all()
+
+
+def test_tsne_embed_rejects_bad_arguments(images, monkeypatch):
     with pytest.raises(PipelineError, match="perplexity"):
         plots.tsne_embed(images[:10], perplexity=30, seed=0)
+    with pytest.raises(PipelineError, match="unknown t-SNE method 'umap'"):
+        plots.tsne_embed(images, perplexity=5, seed=0, method="umap")
+    with pytest.raises(PipelineError, match="max_iter=100"):
+        plots.tsne_embed(images, perplexity=5, seed=0, max_iter=100)
+    monkeypatch.setitem(sys.modules, "openTSNE", None)  # makes `import openTSNE` fail as if it were absent
+    with pytest.raises(PipelineError, match="needs openTSNE.*sklearn-bh-raw"):
+        plots.tsne_embed(images, perplexity=5, seed=0, method="pca50+opentsne-fft")
 
 
 def test_save_png_writes_png_atomically_and_closes(tmp_path, labels):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from mnistpipe import params
+from mnistpipe import params, tune
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,9 +32,11 @@ def test_strong_settings_apply_and_validate(tmp_path):
     apply_overrides(path, overrides)
     raw = yaml.safe_load(path.read_text())
     params.validate(raw)
-    assert raw["tune_cnn"]["recipe"]["channels"] == [64, 128]
+    assert raw["recipe"]["channels"] == [64, 128]
     assert raw["tune_cnn"]["space"]["epochs"] == {"low": 10, "high": 15}
     assert raw["train_dae"]["width"] == 32
     # nothing else changed
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert raw["train_baseline"] == base["train_baseline"] and raw["seed"] == base["seed"]
+    assert raw["seed"] == base["seed"] and raw["dataset"] == base["dataset"]
+    # tune_cnn enqueues the baseline's six as trial 0, so they must lie in the strong search space.
+    tune.check_in_space(params.cnn_hyperparameters(params.validate(raw)), raw["tune_cnn"]["space"])

@@ -304,3 +304,46 @@ def test_bf16_autocast_path_on_cpu(cnn_data, monkeypatch):
     dae, res = train.train_dae(x[:128], x[:128], xv[:32], xv[:32], TINY_DAE, lr=3e-3, epochs=1,
                                batch_size=32, seed=0, device="cpu")
     assert train.predict(dae, xv[:32]).shape == (32, 1, 28, 28) and math.isfinite(res.metrics["val_psnr"])
+
+
+# ---------------------------------------------------------------- the optimiser hook
+
+
+def test_explicit_default_optimizer_gives_bit_identical_weights(baseline, cnn_data):
+    """train_module with `one_cycle_adamw` passed explicitly trains exactly what train_cnn's default path does."""
+    torch.manual_seed(0)
+    model = models.CNN(SMALL_CNN)
+    result = train.train_module(model, *cnn_data, loss_fn=torch.nn.functional.cross_entropy,
+                                optimizer=train.one_cycle_adamw(lr=3e-3, weight_decay=5e-4), epochs=1,
+                                batch_size=BATCH, seed=0, device="cpu")
+    assert same_state(model, baseline[0])
+    assert without_time(result.metrics) == without_time(baseline[1].metrics)
+
+
+def test_per_epoch_scheduler_steps_once_per_epoch(cnn_data):
+    made = []
+
+    def sgd_halving(params, steps, epochs):
+        opt = torch.optim.SGD(params, lr=0.1)
+        made.append((opt, steps, epochs))
+        return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5), True
+
+    x, y, xv, yv = cnn_data
+    torch.manual_seed(0)
+    result = train.train_module(models.CNN(SMALL_CNN), x, y, xv, yv, loss_fn=torch.nn.functional.cross_entropy,
+                                optimizer=sgd_halving, epochs=3, batch_size=BATCH, seed=0, device="cpu")
+    (opt, steps, epochs), = made
+    assert (steps, epochs) == (N_TRAIN // BATCH, 3)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 ** 3), "three epochs, three steps of the schedule"
+    assert [r["epoch"] for r in result.history] == [1, 2, 3] and 0.0 <= result.metrics["val_acc"] <= 1.0
+
+
+def test_divergence_with_a_given_optimizer_names_its_rate(cnn_data):
+    def huge(params, steps, epochs):
+        opt = torch.optim.SGD(params, lr=1e8)
+        return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=1.0), True
+
+    torch.manual_seed(0)
+    with pytest.raises(PipelineError, match=r"diverged .* with lr=100000000.0; lower lr"):
+        train.train_module(models.CNN(SMALL_CNN), *cnn_data, loss_fn=torch.nn.functional.cross_entropy,
+                           optimizer=huge, epochs=1, batch_size=BATCH, seed=0, device="cpu")

@@ -1,4 +1,5 @@
-"""mnistpipe.tune and mnistpipe.tune_worker on tiny real data: the in-memory search, SQLite studies, workers."""
+"""mnistpipe.tune and mnistpipe.tune_worker on tiny real data: the in-memory search, the enqueued baseline, the
+training budget, sampler and pruner settings, SQLite studies, workers."""
 
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ SPACE = {"kernel_size": {"choices": [3, 5]}, "stride": {"choices": [1, 2]}, "dro
          "batch_size": {"choices": [32, 64]}}
 RECIPE = dict(channels=[4, 8], convs_per_block=1, hidden=16, batchnorm=True, weight_decay=5e-4, label_smoothing=0.1,
               max_shift=1)
+BASELINE = {"kernel_size": 3, "stride": 1, "dropout": 0.25, "lr": 0.003, "epochs": 1, "batch_size": 64}
+SAMPLER = {"n_startup_trials": 2, "multivariate": True}
+MEDIAN = {"kind": "median", "warmup_epochs": 0}
+HYPERBAND = {"kind": "hyperband", "min_resource": 1, "reduction_factor": 3}
+SUBSET = 300
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +36,17 @@ def split(t10k):
 
 
 def search(split, **kw):
+    """A tiny search; by default 1-epoch trials and a budget of N_TRIALS passes, so N_TRIALS trials."""
     d = {k: tensors.to_float(v) if k.startswith("x_") else v for k, v in split.items()}
-    return tune.tune_cnn(d["x_train"], d["y_train"], d["x_val"], d["y_val"], space=SPACE, recipe=RECIPE,
-                         n_trials=N_TRIALS, seed=0, trial_train_size=300, device="cpu", **kw)
+    kw = {"space": SPACE, "budget": N_TRIALS, "sampler": SAMPLER, "pruner": MEDIAN, "enqueue": BASELINE, **kw}
+    return tune.tune_cnn(d["x_train"], d["y_train"], d["x_val"], d["y_val"], recipe=RECIPE, seed=0,
+                         trial_train_size=SUBSET, device="cpu", **kw)
+
+
+def spec(**kw):
+    """A shared study's spec as the tune_cnn stage writes it."""
+    return {"space": SPACE, "recipe": RECIPE, "seed": 0, "trial_train_size": SUBSET, "sampler": SAMPLER,
+            "pruner": MEDIAN, "enqueue": BASELINE, "meta": {}, "budget": 2, "n_trials": 0, "device": "cpu", **kw}
 
 
 def outcome(study: optuna.Study) -> list:
@@ -67,21 +81,28 @@ def test_one_process_on_sqlite_matches_the_in_memory_search_and_resumes(split, i
 
 def test_a_study_of_another_search_is_refused(split, tmp_path):
     url = f"sqlite:///{tmp_path / 'tune.db'}"
-    spec = {"space": SPACE, "recipe": RECIPE, "seed": 0, "trial_train_size": 300, "pruner_warmup_epochs": 1,
-            "meta": {}, "n_trials": 2, "device": "cpu"}
-    tune.open_shared_study(url, "s", spec=spec)
-    tune.open_shared_study(url, "s", spec={**spec, "n_trials": 5, "device": "auto"})  # more trials: allowed
-    other = copy.deepcopy(spec)
+    first = spec()
+    tune.open_shared_study(url, "s", spec=first)
+    # A larger budget or trial cap, another device: the same search, topped up.
+    study = tune.open_shared_study(url, "s", spec={**first, "budget": 5, "n_trials": 5, "device": "auto"})
+    # The baseline is enqueued when the study is created, not again on every reopening.
+    assert [(t.system_attrs["fixed_params"], t.state.name) for t in study.get_trials()] == [(BASELINE, "WAITING")]
+    other = copy.deepcopy(first)
     other["space"]["dropout"]["high"] = 0.3
     with pytest.raises(PipelineError, match="different space.*study_name"):
         tune.open_shared_study(url, "s", spec={**other, "meta": {"data_sha256": "x"}})
+    for key, value in [("sampler", {**SAMPLER, "multivariate": False}), ("pruner", HYPERBAND),
+                       ("enqueue", {**BASELINE, "lr": 0.001})]:
+        with pytest.raises(PipelineError, match=f"different {key}\\b"):
+            tune.open_shared_study(url, "s", spec={**first, key: value})
 
 
 def test_two_worker_processes_share_an_sqlite_study(split, tmp_path):
     path = tmp_path / "train.pt"
     io.save_tensors(path, split)
     url = f"sqlite:///{tmp_path / 'tune.db'}"
-    found = search(split, storage=url, n_workers=2,
+    # The cap ends this search, and gives each worker an even share (the budget alone would not).
+    found = search(split, storage=url, n_workers=2, n_trials=N_TRIALS, budget=100,
                    meta={"data": str(path), "data_sha256": tune_worker.data_fingerprint(path)})
     trials = found.study.trials
     assert len(trials) == N_TRIALS and all(t.state.is_finished() for t in trials)
@@ -97,14 +118,12 @@ def test_worker_refuses_a_missing_study_and_other_data(split, tmp_path):
         tune_worker.main(["--storage", url, "--study", "nope"])
     path = tmp_path / "train.pt"
     io.save_tensors(path, split)
-    spec = {"space": SPACE, "recipe": RECIPE, "seed": 0, "trial_train_size": 300, "pruner_warmup_epochs": 1,
-            "meta": {"data": str(path), "data_sha256": "0" * 64}, "n_trials": 2, "device": "cpu"}
-    tune.open_shared_study(url, "s", spec=spec)
+    tune.open_shared_study(url, "s", spec=spec(meta={"data": str(path), "data_sha256": "0" * 64}))
     with pytest.raises(PipelineError, match="not the training data of study 's'"):
         tune_worker.main(["--storage", url, "--study", "s", "--seed", "1"])
     with pytest.raises(PipelineError, match="missing input .*dvc repro download"):
         tune_worker.main(["--storage", url, "--study", "s", "--data", str(tmp_path / "absent.pt")])
-    assert optuna.load_study(study_name="s", storage=url).trials == []
+    assert [t.state.name for t in optuna.load_study(study_name="s", storage=url).trials] == ["WAITING"]
 
 
 def test_bad_storage_url_is_one_clear_error():
@@ -126,3 +145,116 @@ def test_params_refuse_workers_without_a_shared_storage(raw_params, change, need
 @pytest.fixture
 def raw_params():
     return yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
+
+
+def test_baseline_is_trial_0_and_completes(in_memory):
+    first = in_memory.study.trials[0]
+    assert first.params == BASELINE and first.state == optuna.trial.TrialState.COMPLETE
+    assert first.user_attrs[tune.BASELINE_ATTR] is True
+    assert not any(t.user_attrs.get(tune.BASELINE_ATTR) for t in in_memory.study.trials[1:])
+    assert in_memory.baseline_trial == 0 and in_memory.baseline_value == first.value
+    assert in_memory.study.trials[in_memory.best_trial].value == in_memory.best_value >= in_memory.baseline_value
+
+
+def test_budget_counts_images_of_every_trial(in_memory):
+    """Each 1-epoch trial of the 300-image subset spends 300 images; a budget of N_TRIALS passes runs N_TRIALS."""
+    seen = [t.user_attrs["images_seen"] for t in in_memory.study.trials]
+    assert seen == [SUBSET] * N_TRIALS and in_memory.budget_used == SUBSET * N_TRIALS
+    assert all(t.user_attrs["train_seconds"] > 0 for t in in_memory.study.trials)
+    # A fractional budget: a trial started before it is spent still runs, so 2.5 passes start 3 trials.
+    assert tune.images_seen(in_memory.study) == in_memory.budget_used
+
+
+def test_fractional_budget_and_trial_cap(split):
+    assert len(search(split, budget=2.5, pruner={"kind": "none"}).study.trials) == 3
+    assert len(search(split, budget=100, n_trials=2).study.trials) == 2
+
+
+def test_hyperband_search_spends_its_budget_and_keeps_the_baseline(split):
+    """Multi-fidelity: epochs 1-3 are the resource. The baseline (3 epochs) is trial 0 and first in its bracket, so
+    it is never pruned; pruned trials count the epochs they ran, and no trial starts once the budget is spent."""
+    space = {**SPACE, "epochs": {"low": 1, "high": 3}}
+    found = search(split, space=space, budget=12, pruner=HYPERBAND, enqueue={**BASELINE, "epochs": 3})
+    trials = found.study.trials
+    assert trials[0].params == {**BASELINE, "epochs": 3} and trials[0].state == optuna.trial.TrialState.COMPLETE
+    for t in trials:
+        epochs_run = max(t.intermediate_values)
+        assert t.user_attrs["images_seen"] == epochs_run * SUBSET
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert epochs_run == t.params["epochs"]
+        else:
+            assert t.state == optuna.trial.TrialState.PRUNED and epochs_run < t.params["epochs"]
+    # Some trial was stopped at a rung (on these 300 images, trial 3 after epoch 1): the pruner is really active.
+    assert found.n_pruned == sum(t.state == optuna.trial.TrialState.PRUNED for t in trials) >= 1
+    used = [t.user_attrs["images_seen"] for t in trials]
+    assert sum(used) >= 12 * SUBSET > sum(used[:-1]), used  # the last trial started before the budget was spent
+    assert found.budget_used == sum(used)
+    # Deterministic, like every in-memory search.
+    again = search(split, space=space, budget=12, pruner=HYPERBAND, enqueue={**BASELINE, "epochs": 3})
+    assert outcome(again.study) == outcome(found.study)
+
+
+def test_failing_trials_still_spend_the_budget(split):
+    """Every trial fails (batch larger than the subset): each counts one pass, so the search ends, and says why."""
+    space = {**SPACE, "batch_size": {"choices": [512]}}
+    with pytest.raises(PipelineError, match="none of the 3 tuning trials completed; widen tune_cnn.space"):
+        search(split, space=space, budget=3, enqueue=None)
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"dropout": 0.7}, r"dropout=0.7 lies outside tune_cnn.space.dropout \(range \[0.0, 0.5\]\); widen "
+                       r"tune_cnn.space.dropout or change dropout"),
+    ({"batch_size": 128}, r"batch_size=128 lies outside tune_cnn.space.batch_size \(choices \[32, 64\]\)"),
+    ({"epochs": 2}, r"epochs=2 lies outside tune_cnn.space.epochs \(range \[1, 1\]\)"),
+])
+def test_a_baseline_outside_the_space_is_refused(split, change, needle):
+    with pytest.raises(PipelineError, match=needle) as exc:
+        search(split, enqueue={**BASELINE, **change})
+    assert "\n" not in str(exc.value)
+    with pytest.raises(PipelineError, match="lacks lr"):
+        tune.check_in_space({k: v for k, v in BASELINE.items() if k != "lr"}, SPACE)
+
+
+def test_sampler_and_pruner_follow_the_params():
+    space = {**SPACE, "epochs": {"low": 2, "high": 5}}
+    sampler, pruner = tune.make_sampler_and_pruner(seed=3, sampler={"n_startup_trials": 7, "multivariate": True},
+                                                   pruner={"kind": "median", "warmup_epochs": 1}, space=space)
+    assert isinstance(sampler, optuna.samplers.TPESampler)
+    assert (sampler._n_startup_trials, sampler._multivariate) == (7, True)
+    # warmup_epochs 1: epoch 1 always runs, the first prune can come after epoch 2 (epochs are reported from 1).
+    assert isinstance(pruner, optuna.pruners.MedianPruner)
+    assert (pruner._n_warmup_steps, pruner._n_startup_trials) == (2, tune.MEDIAN_STARTUP_TRIALS)
+    sampler, pruner = tune.make_sampler_and_pruner(seed=3, sampler={"n_startup_trials": 10, "multivariate": False},
+                                                   pruner=HYPERBAND, space=space)
+    assert sampler._multivariate is False
+    assert isinstance(pruner, optuna.pruners.HyperbandPruner)
+    assert (pruner._min_resource, pruner._max_resource, pruner._reduction_factor) == (1, 5, 3)
+    _, pruner = tune.make_sampler_and_pruner(seed=0, sampler=SAMPLER, pruner=HYPERBAND,
+                                             space={**SPACE, "epochs": {"choices": [2, 6, 4]}})
+    assert pruner._max_resource == 6
+    _, pruner = tune.make_sampler_and_pruner(seed=0, sampler=SAMPLER, pruner={"kind": "none"}, space=SPACE)
+    assert isinstance(pruner, optuna.pruners.NopPruner)
+    with pytest.raises(PipelineError, match="min_resource=2 exceeds the most epochs a trial runs \\(1\\)"):
+        tune.make_sampler_and_pruner(seed=0, sampler=SAMPLER, pruner={**HYPERBAND, "min_resource": 2}, space=SPACE)
+
+
+def test_the_params_file_drives_the_search(raw_params):
+    """params.yaml's tune_cnn section and top-level six make a valid search: the baseline lies in the space."""
+    p = validate(raw_params)
+    tune.check_in_space({k: raw_params[k] for k in BASELINE}, p.tune_cnn.space.model_dump())
+    sampler, pruner = tune.make_sampler_and_pruner(seed=p.seed, sampler=p.tune_cnn.sampler.model_dump(),
+                                                   pruner=p.tune_cnn.pruner.model_dump(),
+                                                   space=p.tune_cnn.space.model_dump())
+    assert sampler._n_startup_trials == raw_params["tune_cnn"]["sampler"]["n_startup_trials"]
+
+
+def test_worker_respects_the_study_budget(split, tmp_path):
+    """A worker joining a study stops once the study's trials, every worker's, have spent the budget."""
+    path = tmp_path / "train.pt"
+    io.save_tensors(path, split)
+    url = f"sqlite:///{tmp_path / 'tune.db'}"
+    tune.open_shared_study(url, "s", spec=spec(meta={"data": str(path), "data_sha256": ""}, budget=2))
+    assert tune_worker.main(["--storage", url, "--study", "s", "--seed", "1"]) == 2
+    assert tune_worker.main(["--storage", url, "--study", "s", "--seed", "2"]) == 0  # spent: nothing to add
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    assert trials[0].params == BASELINE and [t.user_attrs["images_seen"] for t in trials] == [SUBSET, SUBSET]
