@@ -88,3 +88,24 @@ def test_spread_sentence_says_whether_the_difference_exceeds_the_seeds():
     far = tunecompare.spread({}, [0.995, 0.9951, 0.9949], [0.990, 0.9901, 0.9899])
     assert far["welch"]["delta"] == pytest.approx(0.005)
     assert "exceeds the seed spread" in tunecompare.spread_sentence(far)
+
+
+def test_params_use_the_setup_the_committed_comparison_chose():
+    """params.yaml's sampler, pruner, budget and search match benchmarks/tuning-compare.json, whose chosen setup
+    (the one whose winner beat the enqueued baseline most often) is what the README reports."""
+    import yaml
+
+    root = PARAMS.parent
+    committed = json.loads((root / "benchmarks" / "tuning-compare.json").read_text())
+    from mnistpipe.params import section, validate
+
+    raw = yaml.safe_load(PARAMS.read_text())
+    p = section(validate(raw, source=str(PARAMS)), "tune_cnn")
+    chosen = committed["setups"][committed["chosen"]]
+    assert (p["sampler"], p["pruner"]) == (chosen["sampler"], chosen["pruner"])
+    assert (p["budget"], p["trial_train_size"], p["space"]) == (committed["budget"], committed["trial_train_size"],
+                                                                committed["space"])
+    assert committed["recipe"] == raw["recipe"]
+    assert committed["baseline_hp"] == {k: raw[k] for k in committed["baseline_hp"]}
+    best = max(committed["summary"].values(), key=lambda s: (s["beats_baseline"], s["mean_retrained_val_acc"]))
+    assert committed["summary"][committed["chosen"]] == best
