@@ -14,8 +14,9 @@ command makes it):
       ...dvc's output, with each stage's own line `<stage>: done in <S> s, peak memory <M> MiB`...
       WALL_SECONDS=<n>        the whole `dvc repro`'s wall-clock seconds, after it ends
 
-`--check` changes nothing and exits with status 1 when RESULTS.md differs from what these files give
-(tests/test_bench.py runs the same comparison).
+It also puts the benchmark's printed table between README.md's `<!-- bench:start -->` / `<!-- bench:end -->`
+markers. `--check` changes nothing and exits with status 1 when RESULTS.md or that README table differs from what
+these files give (tests/test_bench.py runs the same comparison).
 """
 
 from __future__ import annotations
@@ -122,6 +123,14 @@ def bench_markdown(out: dict, file: str = BENCH) -> str:
     return "\n\n".join(parts)
 
 
+def _is_default(recipe: dict) -> bool:
+    """Whether the benchmark's current recipe is `recipe` (checked now: the JSON's own `matches_default` records
+    the recipe at selection time, before it was set to the pick)."""
+    from mnistpipe.bench_parts import DEFAULT_HP
+
+    return all(recipe[k] == DEFAULT_HP[k] for k in ("lr", "batch_size", "epochs"))
+
+
 def select_markdown(out: dict, file: str = SELECT) -> str:
     """The selection section: provenance and rule, the candidates' validation accuracies and the picks."""
     m = out["machine"]
@@ -138,7 +147,8 @@ def select_markdown(out: dict, file: str = SELECT) -> str:
              f"batch {c['batch_size']}, peak lr {c['lr']:g}, {c['epochs']} epoch(s)") for t, c in out["picks"].items()]
     target = "99.2" if out["picks"].get("0.992") else "99.0"
     used = ("No candidate reached a target, so the selection gave the benchmark no recipe." if out["recipe"] is None
-            else f"The benchmark's recipe {'is' if out['matches_default'] else 'is NOT'} the {target} % pick.")
+            else f"The benchmark's recipe (`bench_parts.DEFAULT_HP`) {'is' if _is_default(out['recipe']) else 'is NOT'} "
+            f"the {target} % pick.")
     return "\n\n".join([*parts, "Picks:\n\n" + "\n".join(picks), used])
 
 
@@ -189,19 +199,47 @@ def render(root: Path = ROOT) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def readme_with_bench(readme: str, root: Path = ROOT) -> str:
+    """README text with the benchmark's printed table (`bench.format_table` of the committed JSON) between its
+    bench markers, so the README carries the same numbers as RESULTS.md."""
+    from mnistpipe import bench
+
+    path = root / "benchmarks" / BENCH
+    block = ("```\n" + bench.format_table(json.loads(path.read_text())) + "\n```" if path.exists()
+             else f"No benchmarks/{BENCH} yet: run `python -m mnistpipe.bench --json benchmarks/{BENCH}`.")
+    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
+    if not pattern.search(readme):
+        raise SystemExit(f"README.md has no {README_START} ... {README_END} section; add the two markers")
+    return pattern.sub(lambda _: f"{README_START}\n{block}\n{README_END}", readme)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 if RESULTS.md is stale")
     args = parser.parse_args(argv)
     text, target = render(ROOT), ROOT / "benchmarks" / RESULTS
+    # The README's benchmark table too, where there is a README (a test's temporary tree may have none).
+    readme = ROOT / "README.md"
+    old_readme = readme.read_text() if readme.exists() else None
+    new_readme = None if old_readme is None else readme_with_bench(old_readme, ROOT)
     if args.check:
         if not target.exists() or target.read_text() != text:
             print("benchmarks/RESULTS.md differs from the JSON and log beside it; run python scripts/results_md.py",
                   file=sys.stderr)
             return 1
+        if new_readme != old_readme:
+            print("README.md's benchmark table differs from the JSON; run python scripts/results_md.py",
+                  file=sys.stderr)
+            return 1
         return 0
     target.write_text(text)
     print(f"wrote {target.relative_to(ROOT)}")
+    if new_readme is not None and new_readme != old_readme:
+        readme.write_text(new_readme)
+        print("wrote README.md's benchmark table")
     return 0
 
 
