@@ -60,6 +60,14 @@ SELECT_TEXT = """## Recipe selection (`python -m mnistpipe.bench --select`)
 training images and was scored on the pipeline's {val_size}-image validation split (split seed {split_seed}),
 never on the test set, with seeds {seeds}; fixed settings {fixed}. Rule: {rule}"""
 
+TUNING_TEXT = """## Search setups compared (`python -m mnistpipe.tunecompare --seeds 0 1 2 --spread-seeds 5`)
+
+Each setup searched the pipeline's space at the same budget of training images (`tune_cnn.budget` passes over the
+`trial_train_size` subset) with the baseline's six hyperparameters enqueued as trial 0; each winner was retrained on
+the whole training split with the pipeline's seed and scored on the validation split, as `tune_cnn` does. The
+equal quantity is the budget; the wall and CPU seconds include whatever else ran on the machine at the time.
+Raw output: [{file}]({file})."""
+
 REPRO_TEXT = """## Full `dvc repro` ({date}, commit {commit})
 
 Wall clock of the whole run: {wall}. Per stage, as each stage reports it on success (time inside the stage script
@@ -147,8 +155,8 @@ def select_markdown(out: dict, file: str = SELECT) -> str:
              f"batch {c['batch_size']}, peak lr {c['lr']:g}, {c['epochs']} epoch(s)") for t, c in out["picks"].items()]
     target = "99.2" if out["picks"].get("0.992") else "99.0"
     used = ("No candidate reached a target, so the selection gave the benchmark no recipe." if out["recipe"] is None
-            else f"The benchmark's recipe (`bench_parts.DEFAULT_HP`) {'is' if _is_default(out['recipe']) else 'is NOT'} "
-            f"the {target} % pick.")
+            else f"The benchmark's recipe (`bench_parts.DEFAULT_HP`) "
+            f"{'is' if _is_default(out['recipe']) else 'is NOT'} the {target} % pick.")
     return "\n\n".join([*parts, "Picks:\n\n" + "\n".join(picks), used])
 
 
@@ -192,7 +200,8 @@ def render(root: Path = ROOT) -> str:
     if (folder / TUNING).exists():
         from mnistpipe import tunecompare
 
-        parts.append(tunecompare.format_markdown(json.loads((folder / TUNING).read_text())))
+        parts.append(TUNING_TEXT.format(file=TUNING) + "\n\n"
+                     + tunecompare.format_markdown(json.loads((folder / TUNING).read_text())))
     logs = sorted(folder.glob("repro-*.log"))
     if logs:
         parts.append(repro_markdown(logs[-1]))
