@@ -98,7 +98,10 @@ def test_experiment_block_matches_committed_metrics():
     for (path, metric), (head, _) in rows.items():
         committed = _lookup(json.loads((REPO_ROOT / path).read_text()), metric)
         # `--precision 4` rounds to 4 decimals and prints the shortest form (0.998, 67).
-        if head == "-" or float(head) != round(committed, 4):
+        # Booleans print as True/False; numbers are rounded by `--precision 4` to the shortest form (0.998, 67).
+        matches = head == str(committed) if isinstance(committed, bool) else (
+            head != "-" and float(head) == round(committed, 4))
+        if not matches:
             stale.append(f"{path} {metric}: README {head}, committed {committed}")
     assert not stale, "the experiment output's HEAD column is not the committed run:\n" + "\n".join(stale) + (
         f"\n{REPASTE}")
