@@ -27,6 +27,7 @@ import json
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -244,9 +245,14 @@ def main(argv: list[str] | None = None) -> dict:
     return out
 
 
-if __name__ == "__main__":
+def run_cli(main: Callable[[], object]) -> None:
+    """Run a benchmark command line: a `PipelineError` becomes one `error:` line and exit status 2."""
     try:
         main()
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    run_cli(main)
