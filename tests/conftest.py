@@ -42,7 +42,7 @@ TIMINGS: dict[str, float] = {}
 # a git or dvc variable would point the commands at the wrong repository, a mirror variable other than
 # MNIST_MIRROR would add a mirror behind the one a test breaks on purpose).
 _SCRUB = ("MNISTPIPE_TRACEBACK", "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "DVC_EXP_NAME", "DVC_ROOT",
-          "DVC_EXP_BASELINE_REV", "MNIST_MIRROR_ONLY", "DATASET_MIRROR", "DATASET_MIRROR_ONLY",
+          "DVC_EXP_BASELINE_REV", "DVC_STAGE", "MNIST_MIRROR_ONLY", "DATASET_MIRROR", "DATASET_MIRROR_ONLY",
           "FASHION_MNIST_MIRROR", "FASHION_MNIST_MIRROR_ONLY", "KMNIST_MIRROR", "KMNIST_MIRROR_ONLY")
 
 # Values of the tiny run, by key path; a key is only set where params.yaml already has it.

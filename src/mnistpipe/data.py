@@ -10,7 +10,7 @@ import hashlib
 import http.client
 import os
 import tempfile
-import time
+import threading
 import urllib.error
 import urllib.request
 import zlib
@@ -50,8 +50,10 @@ class Source:
     files: dict[str, IdxFile]
 
 
-# Mirrors and .gz MD5s as torchvision's MNIST, FashionMNIST and KMNIST datasets publish them; MNIST's decompressed
-# MD5s are the widely published sums of the official files.
+# Mirrors and .gz MD5s as torchvision's MNIST, FashionMNIST and KMNIST datasets publish them. Decompressed MD5s:
+# MNIST's are the widely published sums of the official files; Fashion-MNIST's are the `raw_data` sums that public
+# FashionMNIST loaders list beside torchvision's .gz sums (and that Debian's dataset-fashion-mnist files match).
+# No decompressed sums are published for KMNIST, so a recompressed KMNIST copy needs `download.verify_md5: false`.
 SOURCES: dict[str, Source] = {
     "mnist": Source("MNIST", (
         "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -69,10 +71,14 @@ SOURCES: dict[str, Source] = {
     "fashion-mnist": Source("Fashion-MNIST", (
         "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
     ), {
-        "train_images": IdxFile("train-images-idx3-ubyte", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-        "train_labels": IdxFile("train-labels-idx1-ubyte", "25c81989df183df01b3e8a0aad5dffbe"),
-        "test_images": IdxFile("t10k-images-idx3-ubyte", "bef4ecab320f06d8554ea6380940ec79"),
-        "test_labels": IdxFile("t10k-labels-idx1-ubyte", "bb300cfdad3c16e7a12a480ee83cd310"),
+        "train_images": IdxFile("train-images-idx3-ubyte", "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                                "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+        "train_labels": IdxFile("train-labels-idx1-ubyte", "25c81989df183df01b3e8a0aad5dffbe",
+                                "9018921c3c673c538a1fc5bad174d6f9"),
+        "test_images": IdxFile("t10k-images-idx3-ubyte", "bef4ecab320f06d8554ea6380940ec79",
+                               "8181f5470baa50b63fa0f6fddb340f0a"),
+        "test_labels": IdxFile("t10k-labels-idx1-ubyte", "bb300cfdad3c16e7a12a480ee83cd310",
+                               "15d484375f8d13e6eb1aabb0c3f46965"),
     }),
     "kmnist": Source("KMNIST", (
         "http://codh.rois.ac.jp/kmnist/dataset/kmnist/",
@@ -83,9 +89,6 @@ SOURCES: dict[str, Source] = {
         "test_labels": IdxFile("t10k-labels-idx1-ubyte", "7320c461ea6c1c855c0b718fb2a4b134"),
     }),
 }
-# MNIST's (the default dataset's) mirrors and (file name, decompressed MD5) by key, for code that needs MNIST alone.
-PUBLIC_MIRRORS = SOURCES["mnist"].mirrors
-FILES = {key: (f.name, f.raw_md5) for key, f in SOURCES["mnist"].files.items()}
 IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801
 # No file of these datasets, packed or unpacked, is larger than 47 MB: anything past this cap (fetched or
 # decompressed) is refused before it can fill the memory (a gzip bomb, a mirror that streams forever).
@@ -135,38 +138,41 @@ def _read_capped(chunks, *, what: str, limit: int) -> bytes:
     return bytes(out)
 
 
-def _http_chunks(url: str, *, timeout: float, deadline: float):
-    """Yield the body of `url` in chunks; raise TimeoutError once `deadline` (time.monotonic) has passed."""
-    late = TimeoutError(f"no complete file within {timeout:g} s (download.timeout)")
+def _http_get(url: str, *, timeout: float, what: str, limit: int) -> bytes:
+    """The body of `url`, all of it within `timeout` seconds: connect, response headers and body together.
 
-    def left() -> float:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise late
-        return remaining
+    urllib's own timeout bounds each socket operation, so a server that trickles a byte every few seconds, in its
+    headers or its body, would never trip it. The request runs in a worker thread that the caller waits for with
+    one deadline; a late worker is told to stop at its next chunk and is left to finish on its own (a daemon
+    thread, so it never holds the process open).
+    """
+    result: dict[str, object] = {}
+    cancelled = threading.Event()
 
-    try:
-        with urllib.request.urlopen(url, timeout=left()) as resp:  # noqa: S310 (http/https only)
-            # urllib's timeout bounds each socket read, not the whole body: a server that trickles a byte every
-            # few seconds would never time out. read1 returns what one read brings, so the deadline is checked
-            # often, and the socket's own timeout is cut to the time left where the response exposes its socket.
-            sock = getattr(getattr(resp.fp, "raw", None), "_sock", None)
-            while True:
-                if sock is not None:
-                    sock.settimeout(left())
-                chunk = resp.read1(CHUNK)
-                if not chunk:
-                    return
-                left()
-                yield chunk
-    except TimeoutError as exc:
-        if exc is late:
-            raise
-        raise late from exc
-    except urllib.error.URLError as exc:
-        if isinstance(exc.reason, TimeoutError):
-            raise late from exc
-        raise
+    def chunks(resp):
+        while not cancelled.is_set() and (chunk := resp.read1(CHUNK)):
+            yield chunk
+
+    def worker() -> None:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http/https only)
+                result["body"] = _read_capped(chunks(resp), what=what, limit=limit)
+        except BaseException as exc:  # handed to the waiting thread, which raises it there
+            result["error"] = exc
+
+    thread = threading.Thread(target=worker, name=f"fetch {url}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        cancelled.set()
+        raise TimeoutError(f"no complete file within {timeout:g} s (download.timeout)")
+    error = result.get("error")
+    if isinstance(error, TimeoutError) or (isinstance(error, urllib.error.URLError)
+                                           and isinstance(error.reason, TimeoutError)):
+        raise TimeoutError(f"no complete file within {timeout:g} s (download.timeout)") from error
+    if isinstance(error, BaseException):
+        raise error
+    return result["body"]  # type: ignore[return-value]
 
 
 def fetch(mirror: str, filename: str, *, timeout: float = 30.0, max_bytes: int = MAX_FILE_BYTES) -> bytes:
@@ -178,8 +184,7 @@ def fetch(mirror: str, filename: str, *, timeout: float = 30.0, max_bytes: int =
     what = f"{filename} at {mirror}"
     if "://" in mirror and not mirror.startswith("file://"):
         url = mirror.rstrip("/") + "/" + filename
-        return _read_capped(_http_chunks(url, timeout=timeout, deadline=time.monotonic() + timeout),
-                            what=what, limit=max_bytes)
+        return _http_get(url, timeout=timeout, what=what, limit=max_bytes)
     path = Path(mirror.removeprefix("file://")) / filename
     with open(path, "rb") as f:
         return _read_capped(iter(lambda: f.read(CHUNK), b""), what=what, limit=max_bytes)
@@ -255,7 +260,7 @@ def download(mirrors: list[str], dest: str | os.PathLike, *, dataset: str = data
     src = source(dataset)
     out: dict[str, bytes] = {}
     for key, f in src.files.items():
-        failures = []
+        failures, checksum_failed = [], False
         for mirror in mirrors:
             try:
                 raw = fetch(mirror, f.name + ".gz", timeout=timeout)
@@ -266,16 +271,20 @@ def download(mirrors: list[str], dest: str | os.PathLike, *, dataset: str = data
                 continue
             except PipelineError as exc:
                 failures.append(f"{mirror} ({exc})")
+                checksum_failed |= "checksum mismatch" in str(exc)
                 continue
             with atomic_path(Path(dest) / (f.name + ".gz")) as tmp:
                 tmp.write_bytes(raw)
             break
         else:
-            raise PipelineError(
-                f"could not get {src.title}'s {f.name}.gz from any mirror; tried: {'; '.join(failures)}; set "
-                f"{mirror_env(dataset)} or {NEUTRAL_MIRROR_ENV} to a directory or URL that holds the four "
-                f"{src.title} .gz files"
-            )
+            if checksum_failed:
+                hint = ("a file arrived but failed its checksum: point the mirror at the genuine files, or set "
+                        "download.verify_md5: false for an IDX drop-in whose checksums are not published")
+            else:
+                hint = (f"set {mirror_env(dataset)} or {NEUTRAL_MIRROR_ENV} to a directory or URL that holds the "
+                        f"four {src.title} .gz files")
+            raise PipelineError(f"could not get {src.title}'s {f.name}.gz from any mirror; tried: "
+                                f"{'; '.join(failures)}; {hint}")
     return out
 
 

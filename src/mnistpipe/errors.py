@@ -1,7 +1,9 @@
 """One error path: user errors become one line on stderr and exit status 2; bugs keep their traceback.
 
 Ctrl-C (SIGINT) ends a stage with one line and exit status 130 (128 + SIGINT, the shell's convention).
-Every stage runs inside a `transaction.transaction()`, so a failed or interrupted stage changes no output.
+Every stage runs inside a `transaction.transaction()`, so a failed or interrupted stage run directly changes no
+output; under `dvc repro`, DVC removes a stage's outputs before running it, and the message says how to get them
+back (`outputs_left`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,20 @@ def describe_os_error(exc: OSError) -> str:
     return f"{reason} ({fix})"
 
 
+def outputs_left() -> str:
+    """What a failed or interrupted stage left of its outputs, and how to get them back.
+
+    Run directly, a stage changes no output unless it finishes (its writes are renamed into place together at
+    the end). Under `dvc repro` (DVC sets DVC_STAGE) DVC has already removed the stage's outputs before starting
+    it, so they are gone either way; DVC's cache (`dvc checkout`) and git (`git restore`) still hold them.
+    """
+    stage = os.environ.get("DVC_STAGE", "").strip()
+    if stage:
+        return (f"dvc repro removed this stage's outputs before running it: `dvc checkout {stage}` brings back its "
+                "cached ones and `git restore` the metrics and plots git keeps; a rerun makes new ones")
+    return "every output is unchanged"
+
+
 def _fail(message: str, status: int, show_tb: bool) -> None:
     if show_tb:
         traceback.print_exc()
@@ -73,16 +89,21 @@ def run_stage(main: Callable[[], None]) -> None:
         with transaction() as txn:
             main()
     except PipelineError as exc:
-        _fail(str(exc), EXIT_USER_ERROR, show_tb)
+        message = str(exc)
+        if os.environ.get("DVC_STAGE", "").strip() and "dvc checkout" not in message:
+            message += f" ({outputs_left()})"
+        _fail(message, EXIT_USER_ERROR, show_tb)
     except KeyboardInterrupt:
-        done = ("after all its outputs were written" if txn is not None and txn.committed
-                else "before writing anything; every output is unchanged")
-        _fail(f"interrupted (Ctrl-C) {done}; rerun the stage to finish it", EXIT_INTERRUPTED, show_tb)
+        if txn is not None and txn.committed:
+            _fail("interrupted (Ctrl-C) after all its outputs were written; rerun the stage to finish it",
+                  EXIT_INTERRUPTED, show_tb)
+        _fail(f"interrupted (Ctrl-C) before writing anything; {outputs_left()}; rerun the stage to finish it",
+              EXIT_INTERRUPTED, show_tb)
     except OSError as exc:
         if exc.errno not in _OS_ERROR_FIXES:
             raise  # FileNotFoundError and the like from a stage's own code are bugs: keep the traceback
         where = f" {exc.filename}" if exc.filename else ""
-        _fail(f"cannot access{where}: {describe_os_error(exc)}; no output was changed", EXIT_USER_ERROR, show_tb)
+        _fail(f"cannot access{where}: {describe_os_error(exc)}; {outputs_left()}", EXIT_USER_ERROR, show_tb)
     peak = peak_memory_mib()
     memory = f", peak memory {peak:.0f} MiB" if peak is not None else ""
     stage = os.path.splitext(os.path.basename(sys.argv[0]))[0] or "stage"

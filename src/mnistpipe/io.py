@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from . import transaction
-from .errors import PipelineError, describe_os_error
+from .errors import PipelineError, describe_os_error, outputs_left
 
 
 def _umask() -> int:
@@ -52,7 +52,7 @@ def _remove_stale(path: Path) -> None:
 
 
 def _write_error(path: Path, exc: OSError) -> PipelineError:
-    return PipelineError(f"cannot write {path}: {describe_os_error(exc)}; no output was changed")
+    return PipelineError(f"cannot write {path}: {describe_os_error(exc)}; {outputs_left()}")
 
 
 def _temp_beside(path: Path, *, directory: bool) -> Path:

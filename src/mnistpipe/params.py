@@ -29,14 +29,15 @@ Dataset = Literal[DATASETS]  # a typo fails with one line naming the choices
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # allow_inf_nan=False: `.inf`, `.nan` (and YAML's 1e400) fail here, in one line, not as "training diverged".
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class Download(_Strict):
     val_size: int = Field(gt=0)
     train_limit: int = Field(ge=0, description="0 = all 60,000 training images")
     test_limit: int = Field(ge=0, description="0 = all 10,000 test images")
-    timeout: float = Field(gt=0)
+    timeout: float = Field(gt=0, le=86400)
     verify_md5: bool = Field(description="false only for IDX drop-ins such as Fashion-MNIST, whose sums differ")
 
 
@@ -52,7 +53,7 @@ class Recipe(_Strict):
     convs_per_block: ConvsPerBlock
     hidden: Hidden
     batchnorm: bool
-    weight_decay: float = Field(ge=0)
+    weight_decay: float = Field(ge=0, le=1)
     label_smoothing: float = Field(ge=0, lt=1)
     max_shift: int = Field(ge=0, le=8)
 
@@ -177,9 +178,9 @@ class TrainDae(_Strict):
     width: Width  # this and skips: DAEConfig's keys, typed as there
     skips: bool
     epochs: int = Field(ge=1)
-    lr: float = Field(gt=0)
+    lr: float = Field(gt=0, le=10)
     batch_size: int = Field(ge=1)
-    weight_decay: float = Field(ge=0)
+    weight_decay: float = Field(ge=0, le=1)
     train_size: int = Field(ge=0, description="0 = the whole training split")
 
 
@@ -193,7 +194,7 @@ class Evaluate(_Strict):
 
 class Visualize(_Strict):
     tsne_size: int = Field(ge=10)
-    perplexity: float = Field(gt=0)
+    perplexity: float = Field(gt=0, le=1000)
     tsne_threads: int = Field(ge=1)
     # plots.TSNE_METHODS (a unit test keeps the two lists equal); python -m mnistpipe.bench_tsne compares them
     tsne_method: Literal["sklearn-bh-raw", "pca50+sklearn-bh", "opentsne-fft-raw", "pca50+opentsne-fft",
@@ -221,7 +222,7 @@ class Params(_Strict):
     kernel_size: KernelSize  # the CNNConfig keys of the report's six, typed as there
     stride: Stride
     dropout: Dropout
-    lr: float = Field(gt=0)
+    lr: float = Field(gt=0, le=10)
     epochs: int = Field(ge=1, le=1000)
     batch_size: int = Field(ge=1)
     download: Download
@@ -281,6 +282,15 @@ def _describe(err: dict) -> str:
     return f"'{key}' {msg}" + (f" ({bounds})" if bounds and bounds not in msg else "") + f", got {err['input']!r}"
 
 
+def _rank(err: dict, errors: list[dict]) -> int:
+    """Which error to report: first a bad value in the union member whose keys fit (`{low, high}` holding .inf
+    is a FloatRange, not a Choices with unknown keys), then an unknown key (a typo explains a "missing" one)."""
+    tag = next((p for p in err["loc"] if p in UNION_TAGS), None)
+    if tag is not None and all(e["type"] not in ("extra_forbidden", "missing") for e in errors if tag in e["loc"]):
+        return 0
+    return 1 if err["type"] == "extra_forbidden" else 2
+
+
 def validate(raw: Any, *, source: str = "params.yaml") -> Params:
     """Check a loaded params mapping; raise a one-line `PipelineError` naming the first bad key."""
     if not isinstance(raw, dict):
@@ -288,8 +298,8 @@ def validate(raw: Any, *, source: str = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        # An unknown key explains a "missing" one (a typo), so report it first.
-        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        found = exc.errors()
+        errors = sorted(found, key=lambda e: _rank(e, found))
         # A union reports one error per alternative; the first one is the most readable.
         raise PipelineError(f"{source}: {_describe(errors[0])}"
                             + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")) from None

@@ -120,7 +120,9 @@ def test_download_without_any_mirror(repo_copy, helpers, tmp_path):
     The test cuts the network itself: helpers.offline_env sends every http(s) request to a closed local port
     (tests/test_no_skips.py checks that urllib honours it), so each public mirror fails with "refused".
     """
-    from mnistpipe.data import PUBLIC_MIRRORS
+    from mnistpipe.data import SOURCES
+
+    PUBLIC_MIRRORS = SOURCES["mnist"].mirrors
 
     empty = tmp_path / "empty_mirror"
     empty.mkdir()

@@ -9,7 +9,9 @@ holds only the stage scripts, the library and params.yaml.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -53,8 +55,10 @@ def test_download_stage_fetches_fashion_mnist_from_the_dataset_mirror(mini_repo,
     assert rc == 2, err[-3000:]
     # The generated files are not the published Fashion-MNIST ones: refused with Fashion-MNIST's .gz MD5.
     helpers.one_line_error(err, "could not get Fashion-MNIST's train-images-idx3-ubyte.gz", str(mirror),
-                           "checksum mismatch", "expected 8d4fb7e6c68d591d4c3dfef9ec88bf0d of the .gz",
-                           "set FASHION_MNIST_MIRROR or DATASET_MIRROR")
+                           "checksum mismatch", "expected 8d4fb7e6c68d591d4c3dfef9ec88bf0d of the .gz or "
+                           "f4a8712d7a061bf5bd6d2ca38dc4d50a decompressed", "failed its checksum",
+                           "download.verify_md5: false")
+    assert "set FASHION_MNIST_MIRROR" not in err
     assert _files(mini_repo) == before
 
     helpers.set_param(mini_repo, "download.verify_md5", False)  # an IDX drop-in: any checksum
@@ -74,6 +78,22 @@ def test_download_stage_fetches_fashion_mnist_from_the_dataset_mirror(mini_repo,
     assert (summary["n_train"], summary["n_val"], summary["n_test"]) == (25, 5, 8)
     for f in mirror.iterdir():
         assert (mini_repo / "data/raw" / f.name).read_bytes() == f.read_bytes()
+
+
+def test_download_stage_verifies_the_real_recompressed_fashion_mnist(mini_repo, helpers):
+    """The real Fashion-MNIST files beside the project have recompressed .gz wrappers: with verify_md5 on they
+    pass on their decompressed MD5s, through FASHION_MNIST_MIRROR as a user would set it."""
+    folder = os.environ.get("FASHION_MNIST_MIRROR", "").strip() or str(
+        helpers.REPO_ROOT.parent / "shared" / "datasets" / "fashion-mnist")
+    helpers.need((Path(folder) / "MD5SUMS.uncompressed").is_file(),
+                 f"the real Fashion-MNIST files are not in {folder} (set FASHION_MNIST_MIRROR to their folder)")
+    helpers.set_param(mini_repo, "dataset", "fashion-mnist")
+    helpers.set_param(mini_repo, "download.verify_md5", True)
+    rc, _, err = helpers.run_stage(mini_repo, "download",
+                                   env={"FASHION_MNIST_MIRROR": folder, "FASHION_MNIST_MIRROR_ONLY": "1"})
+    assert rc == 0, err[-3000:]
+    summary = json.loads((mini_repo / "metrics/download.json").read_text())
+    assert summary["n_train"] + summary["n_val"] == 60000 and summary["n_test"] == 10000
 
 
 def test_dataset_param_reruns_download_and_names_the_classes_in_the_reports(repo_copy, helpers):

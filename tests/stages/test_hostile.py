@@ -59,15 +59,19 @@ def _wait_rusage(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str
 
 
 class _Trickle(http.server.BaseHTTPRequestHandler):
-    """Answers 200 with a 1 MB Content-Length, then sends one byte every 0.5 s until the server stops."""
+    """`server.mode` "body": answers 200 with a 1 MB Content-Length, then sends one body byte every 0.5 s;
+    "headers": sends `HTTP/1.1 200 OK` and then a header line one byte every 0.5 s; both until the server stops."""
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
-        self.send_response(200)
-        self.send_header("Content-Length", str(10**6))
-        self.end_headers()
+        if self.server.mode == "body":
+            self.send_response(200)
+            self.send_header("Content-Length", str(10**6))
+            self.end_headers()
+        else:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
         while not self.server.stop.is_set():
             try:
-                self.wfile.write(b"\x1f")
+                self.wfile.write(b"\x1f" if self.server.mode == "body" else b"a")
                 self.wfile.flush()
             except OSError:
                 return
@@ -77,10 +81,10 @@ class _Trickle(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def trickle_url():
+@pytest.fixture(params=["body", "headers"])
+def trickle_url(request):
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
-    srv.daemon_threads, srv.stop = True, threading.Event()
+    srv.daemon_threads, srv.stop, srv.mode = True, threading.Event(), request.param
     threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     yield f"http://127.0.0.1:{srv.server_address[1]}/mnist/"
     srv.stop.set()
@@ -89,7 +93,8 @@ def trickle_url():
 
 
 def test_trickling_mirror_fails_within_the_deadline(repo_copy, helpers, trickle_url):
-    """urllib's timeout is per socket read: a byte every 0.5 s kept `download` waiting for ~6 days."""
+    """urllib's timeout is per socket read: a byte every 0.5 s, in the body or in the headers, would keep
+    `download` waiting for days; the whole-file deadline covers both."""
     helpers.set_param(repo_copy, "download.timeout", 1.5)
     outs = helpers.stage_outputs(repo_copy, "download")
     before = helpers.snapshot(repo_copy, outs)
@@ -185,7 +190,7 @@ def test_write_over_the_file_size_limit(repo_copy, helpers):
     proc = _popen(helpers, repo_copy, ["stages/add_awgn.py"], {"PYTHONDONTWRITEBYTECODE": "1"}, preexec_fn=limit)
     rc, err, _ = _wait_rusage(proc)
     assert rc == 2, err[-3000:]
-    helpers.one_line_error(err, "cannot write data/noisy/train.pt", "File too large", "no output was changed")
+    helpers.one_line_error(err, "cannot write data/noisy/train.pt", "File too large", "every output is unchanged")
     _unchanged(helpers, repo_copy, outs, before)
 
 
@@ -234,7 +239,10 @@ def test_ctrl_c_during_training_is_one_line_and_changes_nothing(repo_copy, helpe
     helpers.set_param(repo_copy, "epochs", 40)  # far longer than the test waits
     outs = helpers.stage_outputs(repo_copy, "train_baseline")
     before = helpers.snapshot(repo_copy, outs)
-    proc = _popen(helpers, repo_copy, ["stages/train_baseline.py"])
+    # A suite started in the background (`nohup ... &`) passes SIGINT on ignored, and Python then keeps it ignored:
+    # the child gets the default disposition back, as a stage started from a terminal has it.
+    proc = _popen(helpers, repo_copy, ["stages/train_baseline.py"],
+                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 240
         # dvclive writes its per-epoch files into the temporary log folder after each epoch
@@ -251,6 +259,43 @@ def test_ctrl_c_during_training_is_one_line_and_changes_nothing(repo_copy, helpe
     assert "Traceback" not in err
     helpers.one_line_error(err, "error: interrupted", "every output is unchanged")
     _unchanged(helpers, repo_copy, outs, before)
+
+
+def test_ctrl_c_under_dvc_repro_says_the_outputs_are_gone_and_how_to_get_them_back(repo_copy, helpers):
+    """Under `dvc repro` DVC removes a stage's outputs before running it: the interrupted stage says so (not
+    "unchanged") and names `dvc checkout <stage>` and `git restore`, which bring the previous outputs back byte for
+    byte."""
+    helpers.set_param(repo_copy, "epochs", 40)
+    outs = helpers.stage_outputs(repo_copy, "train_baseline")
+    before = helpers.snapshot(repo_copy, outs)
+    # Its own session, so the test can Ctrl-C the whole process group as a terminal does.
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", "train_baseline"], cwd=repo_copy,
+                            env=helpers.stage_env(repo_copy), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 240
+        while not list((repo_copy / "metrics").glob(".train_baseline.*.tmp/plots/metrics/*.tsv")):
+            assert proc.poll() is None, f"dvc repro ended ({proc.returncode}) before it was interrupted"
+            assert time.monotonic() < deadline, "training never logged an epoch"
+            time.sleep(0.05)
+        assert not (repo_copy / "models/baseline.pt").exists()  # DVC removed it before starting the stage
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    out = out.decode()
+    line = next((ln for ln in out.splitlines() if ln.startswith("error: interrupted")), None)
+    assert line is not None, out[-3000:]
+    assert "unchanged" not in line and "`dvc checkout train_baseline`" in line, line
+    assert "`git restore`" in line
+    helpers.dvc(repo_copy, "checkout", "train_baseline", check=True)
+    assert (repo_copy / "models/baseline.pt").is_file()
+    helpers.git(repo_copy, "restore", ".")  # the uncached metrics and plots (and params.yaml's epochs)
+    after = helpers.snapshot(repo_copy, outs)
+    assert {k: h for k, (_, h) in after.items()} == {k: h for k, (_, h) in before.items()}  # same bytes, new mtimes
+    assert not helpers.temp_files(repo_copy), helpers.temp_files(repo_copy)
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints

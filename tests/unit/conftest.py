@@ -33,7 +33,7 @@ def _mnist_dir() -> tuple[Path | None, str]:
     else:
         path = REPO_ROOT.parent / "shared" / "datasets" / "mnist"
         source = "<repo root>/../shared/datasets/mnist (set MNIST_MIRROR to override)"
-    missing = [name + ".gz" for name, _ in data.FILES.values() if not (path / (name + ".gz")).is_file()]
+    missing = [f.name + ".gz" for f in data.SOURCES["mnist"].files.values() if not (path / (f.name + ".gz")).is_file()]
     if missing:
         return None, f"real MNIST files not found in {source}: missing {', '.join(missing)}"
     return path, ""
@@ -51,9 +51,24 @@ def mnist_dir(helpers) -> Path:
 
 @pytest.fixture(scope="session")
 def real_gz(mnist_dir: Path) -> dict[str, bytes]:
-    """Raw .gz bytes of the small real files (both label files and the t10k images), by key of data.FILES."""
+    """Raw .gz bytes of the small real files (both label files and the t10k images), by key of the MNIST source."""
     keys = ("test_images", "test_labels", "train_labels")
-    return {k: (mnist_dir / (data.FILES[k][0] + ".gz")).read_bytes() for k in keys}
+    return {k: (mnist_dir / (data.SOURCES["mnist"].files[k].name + ".gz")).read_bytes() for k in keys}
+
+
+@pytest.fixture(scope="session")
+def real_dataset_dir(helpers):
+    """`real_dataset_dir(name)`: the folder of a dataset's real files, from its mirror variable (a directory) or
+    `<repo root>/../shared/datasets/<name>`; absent, a skip (a failure under CI)."""
+
+    def find(name: str) -> Path:
+        env = os.environ.get(data.mirror_env(name), "").strip()
+        path = Path(env.removeprefix("file://")) if env else REPO_ROOT.parent / "shared" / "datasets" / name
+        helpers.need((path / "MD5SUMS.uncompressed").is_file(),
+                     f"the real {name} files are not in {path} (set {data.mirror_env(name)} to their folder)")
+        return path
+
+    return find
 
 
 @pytest.fixture(scope="session")

@@ -16,11 +16,12 @@ import torch
 from mnistpipe import data
 from mnistpipe.errors import PipelineError
 
+MNIST = data.SOURCES["mnist"]
 SMALL = ("train_labels", "test_labels")  # the two label files: enough for the per-file download logic
 
 
 def gz_name(key: str) -> str:
-    return data.FILES[key][0] + ".gz"
+    return MNIST.files[key].name + ".gz"
 
 
 def one_line(exc: pytest.ExceptionInfo) -> str:
@@ -66,7 +67,7 @@ def test_parse_idx_synthetic_roundtrip(make_idx):
 
 
 def test_decompress_and_verify_accepts_real_file(real_gz, real_raw):
-    name, md5 = data.FILES["test_images"]
+    name, md5 = MNIST.files["test_images"].name, MNIST.files["test_images"].raw_md5
     out = data.decompress_and_verify(real_gz["test_images"], name=name, md5=md5)
     assert out == real_raw["test_images"]
     assert len(out) == 16 + 10_000 * 28 * 28
@@ -74,7 +75,7 @@ def test_decompress_and_verify_accepts_real_file(real_gz, real_raw):
 
 
 def test_one_changed_byte_is_a_checksum_mismatch(real_raw):
-    name, md5 = data.FILES["test_labels"]
+    name, md5 = MNIST.files["test_labels"].name, MNIST.files["test_labels"].raw_md5
     changed = bytearray(real_raw["test_labels"])
     changed[8] ^= 0x01  # the first label: 7 -> 6, still a valid label
     raw = gzip.compress(bytes(changed))
@@ -86,7 +87,7 @@ def test_one_changed_byte_is_a_checksum_mismatch(real_raw):
 
 
 def test_truncated_gzip(real_gz):
-    name, md5 = data.FILES["test_labels"]
+    name, md5 = MNIST.files["test_labels"].name, MNIST.files["test_labels"].raw_md5
     raw = real_gz["test_labels"]
     with pytest.raises(PipelineError, match="truncated") as exc:
         data.decompress_and_verify(raw[: len(raw) // 2], name=name, md5=md5)
@@ -157,22 +158,22 @@ def test_truncated_real_labels(real_raw):
 
 
 def test_mirror_list_puts_env_first():
-    assert data.mirror_list(environ={}) == list(data.PUBLIC_MIRRORS)
-    assert data.mirror_list(environ={"MNIST_MIRROR": "  "}) == list(data.PUBLIC_MIRRORS)
-    assert data.mirror_list(environ={"MNIST_MIRROR": "/some/dir"}) == ["/some/dir", *data.PUBLIC_MIRRORS]
+    assert data.mirror_list(environ={}) == list(MNIST.mirrors)
+    assert data.mirror_list(environ={"MNIST_MIRROR": "  "}) == list(MNIST.mirrors)
+    assert data.mirror_list(environ={"MNIST_MIRROR": "/some/dir"}) == ["/some/dir", *MNIST.mirrors]
     assert data.mirror_list(environ={"MNIST_MIRROR": "/some/dir", "MNIST_MIRROR_ONLY": "1"}) == ["/some/dir"]
     assert data.mirror_list(environ={"MNIST_MIRROR": "/some/dir", "MNIST_MIRROR_ONLY": "0"}) == [
-        "/some/dir", *data.PUBLIC_MIRRORS]
-    assert len(data.PUBLIC_MIRRORS) >= 2 and all(m.startswith("http") for m in data.PUBLIC_MIRRORS)
+        "/some/dir", *MNIST.mirrors]
+    assert len(MNIST.mirrors) >= 2 and all(m.startswith("http") for m in MNIST.mirrors)
 
 
 def test_mirror_list_reads_the_environment(monkeypatch):
     for var in ("DATASET_MIRROR", "DATASET_MIRROR_ONLY", "MNIST_MIRROR_ONLY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("MNIST_MIRROR", "https://example.org/mnist/")
-    assert data.mirror_list() == ["https://example.org/mnist/", *data.PUBLIC_MIRRORS]
+    assert data.mirror_list() == ["https://example.org/mnist/", *MNIST.mirrors]
     monkeypatch.delenv("MNIST_MIRROR")
-    assert data.mirror_list() == list(data.PUBLIC_MIRRORS)
+    assert data.mirror_list() == list(MNIST.mirrors)
 
 
 def make_mirror(path: Path, files: dict[str, bytes]) -> str:
@@ -190,15 +191,15 @@ def labels_only(monkeypatch):
 
 
 def test_download_all_four_real_files(mnist_dir, tmp_path):
-    mirror = make_mirror(tmp_path / "mirror", {k: (mnist_dir / gz_name(k)).read_bytes() for k in data.FILES})
+    mirror = make_mirror(tmp_path / "mirror", {k: (mnist_dir / gz_name(k)).read_bytes() for k in MNIST.files})
     dest = tmp_path / "out" / "raw"  # does not exist yet
     out = data.download([mirror], dest)
-    assert set(out) == set(data.FILES)
-    for key, (name, md5) in data.FILES.items():
+    assert set(out) == set(MNIST.files)
+    for key, (name, md5) in ((k, (f.name, f.raw_md5)) for k, f in MNIST.files.items()):
         assert hashlib.md5(out[key]).hexdigest() == md5  # noqa: S324
         assert (dest / (name + ".gz")).read_bytes() == (Path(mirror) / (name + ".gz")).read_bytes()
     # exactly the four files: no temp files (.*.tmp) left behind
-    assert sorted(p.name for p in dest.iterdir()) == sorted(gz_name(k) for k in data.FILES)
+    assert sorted(p.name for p in dest.iterdir()) == sorted(gz_name(k) for k in MNIST.files)
     assert len(out["train_images"]) == 47_040_016
 
 
@@ -323,18 +324,24 @@ def test_split_on_real_images(t10k):
 
 
 class _MirrorHandler(http.server.BaseHTTPRequestHandler):
-    """Serves `server.files` by name; with `server.trickle`, answers 200 and then one byte every 0.3 s."""
+    """Serves `server.files` by name. `server.trickle` = "body": answers 200, then one body byte every 0.3 s;
+    "headers": sends `HTTP/1.1 200 OK` and then its header line one byte every 0.3 s, never ending the headers;
+    "silent": accepts the request and sends nothing."""
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
         srv = self.server
         if srv.trickle:
-            self.send_response(200)
-            self.send_header("Content-Length", str(10**6))
-            self.end_headers()
+            if srv.trickle == "body":
+                self.send_response(200)
+                self.send_header("Content-Length", str(10**6))
+                self.end_headers()
+            elif srv.trickle == "headers":
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
             while not srv.stop.is_set():
                 try:
-                    self.wfile.write(b"\x1f")
-                    self.wfile.flush()
+                    if srv.trickle != "silent":
+                        self.wfile.write(b"\x1f" if srv.trickle == "body" else b"a")
+                        self.wfile.flush()
                 except OSError:
                     return
                 srv.stop.wait(0.3)
@@ -354,12 +361,13 @@ class _MirrorHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def http_mirror(monkeypatch):
-    """Start loopback HTTP mirrors: `http_mirror(files)` serves files, `http_mirror(trickle=True)` trickles."""
+    """Start loopback HTTP mirrors: `http_mirror(files)` serves files, `http_mirror(trickle="body")` (or
+    "headers", "silent") misbehaves; every server is stopped when the test ends."""
     for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     servers = []
 
-    def start(files=None, *, trickle=False) -> str:
+    def start(files=None, *, trickle="") -> str:
         srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MirrorHandler)
         srv.daemon_threads = True
         srv.files, srv.trickle, srv.stop = files or {}, trickle, threading.Event()
@@ -381,10 +389,11 @@ def test_download_over_http(labels_only, real_gz, real_raw, http_mirror, tmp_pat
     assert (tmp_path / "dest" / gz_name("test_labels")).read_bytes() == real_gz["test_labels"]
 
 
-def test_trickling_mirror_hits_the_whole_file_deadline(labels_only, http_mirror, tmp_path):
-    """A mirror that answers 200 and then sends a byte every 0.3 s never trips urllib's per-read timeout;
-    the whole-file deadline (download.timeout) ends it."""
-    url = http_mirror(trickle=True)
+@pytest.mark.parametrize("trickle", ["body", "headers", "silent"])
+def test_trickling_mirror_hits_the_whole_file_deadline(labels_only, http_mirror, tmp_path, trickle):
+    """A mirror that sends a byte every 0.3 s, in its body or in its headers, never trips urllib's per-read
+    timeout; the whole-file deadline (download.timeout) covers connect, headers and body and ends it."""
+    url = http_mirror(trickle=trickle)
     t0 = time.monotonic()
     with pytest.raises(PipelineError) as exc:
         data.download([url], tmp_path / "dest", timeout=1.0)
@@ -394,7 +403,7 @@ def test_trickling_mirror_hits_the_whole_file_deadline(labels_only, http_mirror,
 
 
 def test_trickling_mirror_falls_through_to_the_next(labels_only, real_gz, real_raw, http_mirror, tmp_path):
-    slow = http_mirror(trickle=True)
+    slow = http_mirror(trickle="headers")
     good = http_mirror({gz_name(k): real_gz[k] for k in SMALL})
     t0 = time.monotonic()
     out = data.download([slow, good], tmp_path / "dest", timeout=0.8)

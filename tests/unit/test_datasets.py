@@ -58,13 +58,21 @@ def test_mirrors_files_and_checksums_are_torchvisions(name):
     assert datasets.class_names(name) == want and len(set(want)) == 10
 
 
-def test_mnist_keeps_the_decompressed_md5s_and_the_others_publish_none():
-    assert [f.raw_md5 for f in data.SOURCES["mnist"].files.values()] == [
-        "6bbc9ace898e44ae57da46a324031adb", "a25bea736e30d166cdddb491f175f624",
-        "2646ac647ad5339dbf082846283269ea", "27ae3e4e09519cfbb04c329615203637"]
-    assert data.FILES == {k: (f.name, f.raw_md5) for k, f in data.SOURCES["mnist"].files.items()}
-    for name in ("fashion-mnist", "kmnist"):
-        assert all(f.raw_md5 is None for f in data.SOURCES[name].files.values())
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_decompressed_md5s_verify_the_real_recompressed_files(name, real_dataset_dir, tmp_path):
+    """The real files beside the project were recompressed (their .gz MD5s differ from the published ones): they
+    verify by their decompressed bytes alone, with checksums on."""
+    folder = real_dataset_dir(name)
+    sums = dict(reversed(line.split()) for line in (folder / "MD5SUMS.uncompressed").read_text().splitlines()
+                if line.strip())
+    assert {f.name: f.raw_md5 for f in data.SOURCES[name].files.values()} == sums
+    out = data.download([str(folder)], tmp_path, dataset=name, checksums=True)
+    assert {k: hashlib.md5(v).hexdigest() for k, v in out.items()} == {
+        k: f.raw_md5 for k, f in data.SOURCES[name].files.items()}
+
+
+def test_kmnist_publishes_no_decompressed_md5s():
+    assert all(f.raw_md5 is None for f in data.SOURCES["kmnist"].files.values())
 
 
 def test_params_take_each_dataset_and_refuse_a_typo_with_the_choices():
@@ -137,7 +145,7 @@ def test_gz_md5_or_decompressed_md5_verifies(tiny):
         data.decompress_and_verify(repacked, name=name, md5="1" * 32, gz_md5=md5(packed))
     assert one_line(exc) == (f"{name}: checksum mismatch (md5 {md5(repacked)} of the .gz, {md5(body)} decompressed; "
                              f"expected {md5(packed)} of the .gz or {'1' * 32} decompressed)")
-    # only a .gz MD5 published (Fashion-MNIST, KMNIST): a recompressed file cannot verify
+    # only a .gz MD5 published (KMNIST): a recompressed file cannot verify
     with pytest.raises(PipelineError, match=f"expected {md5(packed)} of the .gz\\)$"):
         data.decompress_and_verify(repacked, name=name, md5=None, gz_md5=md5(packed))
 
@@ -153,8 +161,10 @@ def test_download_checks_the_selected_datasets_checksums(name, tiny, tmp_path):
     msg = one_line(exc)
     assert msg.startswith(f"could not get {src.title}'s {first.name}.gz from any mirror")
     assert f"expected {first.gz_md5} of the .gz" in msg
-    assert (f"or {first.raw_md5} decompressed" in msg) == (name == "mnist")
-    assert f"set {data.mirror_env(name)} or DATASET_MIRROR to a directory or URL" in msg
+    assert (f"or {first.raw_md5} decompressed" in msg) == (first.raw_md5 is not None)
+    # the check that failed and the switch for drop-ins, not "set the mirror variable" (it was set)
+    assert "failed its checksum" in msg and "download.verify_md5: false" in msg
+    assert data.mirror_env(name) not in msg
     others = [data.source(n).files["train_images"].gz_md5 for n in datasets.NAMES if n != name]
     assert not any(o in msg for o in others)
     assert not (tmp_path / "dest").exists() or not any((tmp_path / "dest").iterdir())

@@ -25,6 +25,7 @@ def raise_user_error() -> None:
 @pytest.fixture
 def clean_env(monkeypatch):
     monkeypatch.delenv(TRACEBACK_ENV, raising=False)
+    monkeypatch.delenv("DVC_STAGE", raising=False)
     monkeypatch.setattr(sys, "argv", ["stage.py"])
 
 
@@ -179,6 +180,26 @@ def test_keyboard_interrupt_is_one_line_and_exit_130(clean_env, capsys, tmp_path
     assert capsys.readouterr().err == ("error: interrupted (Ctrl-C) before writing anything; every output is "
                                        "unchanged; rerun the stage to finish it\n")
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_under_dvc_repro_a_failure_says_dvc_removed_the_outputs(clean_env, capsys, monkeypatch):
+    """DVC removes a stage's outputs before running it (and sets DVC_STAGE): no "unchanged" promise, and the
+    commands that bring the outputs back."""
+    monkeypatch.setenv("DVC_STAGE", "train_baseline")
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    def bad_input() -> None:
+        raise PipelineError("data/prepared/train.pt is missing; run `dvc repro download`")
+
+    for main, status in ((interrupted, 130), (bad_input, 2)):
+        with pytest.raises(SystemExit) as stop:
+            run_stage(main)
+        assert stop.value.code == status
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "unchanged" not in err, err
+        assert "dvc repro removed this stage's outputs" in err and "`dvc checkout train_baseline`" in err, err
 
 
 def test_run_stage_commits_outputs_together(clean_env, capsys, tmp_path):

@@ -287,3 +287,35 @@ def test_sampler_and_old_pruner_key(raw):
     fails(raw, lambda r: r["tune_cnn"]["sampler"].update(n_startup_trials=-1), "'tune_cnn.sampler.n_startup_trials'")
     fails(raw, lambda r: r["tune_cnn"]["sampler"].update(multivariate="yes"), "'tune_cnn.sampler.multivariate'")
     fails(raw, lambda r: r["tune_cnn"].update(pruner_warmup_epochs=1), "unknown key 'tune_cnn.pruner_warmup_epochs'")
+
+
+def _set(path: str, value):
+    def mutate(raw: dict) -> None:
+        node = raw
+        *parents, last = path.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return mutate
+
+
+# Every float key of the schema, written the ways YAML spells a non-finite number (.inf, -.inf, .nan).
+FLOAT_KEYS = ["lr", "dropout", "download.timeout", "add_awgn.std", "recipe.weight_decay", "recipe.label_smoothing",
+              "tune_cnn.budget", "train_dae.lr", "train_dae.weight_decay", "visualize.perplexity",
+              "tune_cnn.space.lr.low", "tune_cnn.space.dropout.high"]
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_non_finite_floats_are_refused(raw, key, value):
+    fails(raw, _set(key, value), f"'{key}'", "finite")
+
+
+@pytest.mark.parametrize("key", ["lr", "train_dae.lr"])
+def test_an_absurd_learning_rate_is_refused_by_its_range(raw, key):
+    fails(raw, _set(key, 1.0e300), f"'{key}'", "less than or equal to 10")
+
+
+def test_yaml_inf_spelling_reaches_the_check(raw):
+    text = yaml.safe_dump(raw).replace("\nlr: 0.003\n", "\nlr: .inf\n")
+    fails(yaml.safe_load(text), lambda r: None, "'lr'", "finite")
