@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-import yaml
-
-from mnistpipe import io, tensors
-from mnistpipe.architecture import CNNConfig
+from mnistpipe import io, params, tensors
 from mnistpipe.errors import PipelineError
-from mnistpipe.params import Params, section, tuned_hyperparameters, validate
+from mnistpipe.params import Params
 
 PARAMS = Path("params.yaml")
 RAW = Path("data/raw")
@@ -35,33 +31,14 @@ CONTENTS = {TRAIN: ("x_train", "y_train", "x_val", "y_val"), TEST: ("x_test", "y
 
 
 def load_params() -> Params:
-    """Read and validate params.yaml (the whole file, so a typo anywhere fails every stage)."""
-    try:
-        raw = yaml.safe_load(PARAMS.read_text())
-    except FileNotFoundError:
-        raise PipelineError(f"{PARAMS} not found; run the stage from the repository root") from None
-    except yaml.YAMLError as exc:
-        first = " ".join(str(exc).split())
-        raise PipelineError(f"{PARAMS} is not valid YAML ({first})") from None
-    return validate(raw, source=str(PARAMS))
+    """params.yaml, validated (all of it, so a typo anywhere fails every stage)."""
+    return params.load(PARAMS)
 
 
 def load_data(path: Path, *, producer: str) -> dict:
-    """The data file `path` (written by `producer`) with the tensors CONTENTS lists, checked: a stale, foreign or
-    edited file fails here with one line naming it, not deep inside torch."""
-    t = io.load_tensors(path, producer=producer)
-    for key in CONTENTS[path]:
-        v = t.get(key) if isinstance(t, dict) else None
-        image = key.startswith("x_")
-        ok = isinstance(v, torch.Tensor) and (
-            v.dtype == torch.uint8 and v.dim() == 3 and tuple(v.shape[1:]) == (28, 28) if image
-            else v.dtype == torch.int64 and v.dim() == 1)
-        if not ok:
-            want = "uint8 images of shape (N, 28, 28)" if image else "int64 labels of shape (N,)"
-            got = f"holds {v.dtype} of shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else "is missing"
-            raise PipelineError(f"{path}: '{key}' should hold {want} but {got}; rerun `dvc repro {producer}`")
-    tensors.check_counts(t, t, images_source=str(path), labels_source=str(path), producer=producer)
-    return {k: t[k] for k in CONTENTS[path]}
+    """The data file `path` (written by `producer`) with the tensors CONTENTS lists, checked (tensors.checked)."""
+    return tensors.checked(io.load_tensors(path, producer=producer), CONTENTS[path], source=str(path),
+                           producer=producer)
 
 
 def load_split(path: Path, *, producer: str, keys: tuple[str, ...] | None = None) -> dict:
@@ -84,8 +61,8 @@ def read_checked_json(path: Path, *, producer: str, numbers: tuple[str, ...] = (
 
 
 def read_best_config() -> dict:
-    """tune_cnn's best hyperparameters and recipe."""
-    return tuned_hyperparameters(io.read_json(BEST_CONFIG, producer="tune_cnn"), source=str(BEST_CONFIG))
+    """tune_cnn's best hyperparameters and recipe, flat (params.split_cnn splits them)."""
+    return params.tuned_hyperparameters(io.read_json(BEST_CONFIG, producer="tune_cnn"), source=str(BEST_CONFIG))
 
 
 def train_tuned_on(*, stage: str, images: Path, images_producer: str, checkpoint: str) -> None:
@@ -93,19 +70,20 @@ def train_tuned_on(*, stage: str, images: Path, images_producer: str, checkpoint
     `images_producer`) with the clean labels, and save it as CHECKPOINTS[`checkpoint`]."""
     # Imported here: only the two retraining stages train, and a module-level import would make every stage that
     # uses this file depend on (and rerun after edits to) train.py, models.py and tracking.py.
-    from mnistpipe import tracking, train
+    from mnistpipe import models, tracking, train
 
-    p = section(params := load_params(), stage)
-    config, training = CNNConfig.split(read_best_config())
-    if p["epochs"]:
-        training["epochs"] = p["epochs"]
+    run = load_params()
+    config, training = params.split_cnn(read_best_config())
+    epochs = getattr(run, stage).epochs
+    if epochs:
+        training["epochs"] = epochs
     labels = load_data(TRAIN, producer="download")
     x = load_split(images, producer=images_producer)
     tensors.check_counts(x, labels, images_source=str(images), labels_source=str(TRAIN), producer=images_producer)
+    model = models.CNN(config, seed=run.seed)
     with tracking.live_log(METRICS / stage) as live:
-        model, result = train.train_cnn(x["x_train"], labels["y_train"], x["x_val"], labels["y_val"], config,
-                                        **training, seed=p["seed"], device=params.device, on_epoch=live.log_epoch,
-                                        progress=True)
+        result = train.train_cnn(model, x["x_train"], labels["y_train"], x["x_val"], labels["y_val"], **training,
+                                 seed=run.seed, device=run.device, on_epoch=live.log_epoch, progress=True)
         live.summary.update(result.metrics)
-        io.save_checkpoint(CHECKPOINTS[checkpoint], model, kind="cnn", config=model.config,
-                           meta={"train_set": checkpoint, "dataset": params.dataset, **result.metrics}, stage=stage)
+        io.save_checkpoint(CHECKPOINTS[checkpoint], model, kind="cnn",
+                           meta={"train_set": checkpoint, "dataset": run.dataset, **result.metrics}, stage=stage)

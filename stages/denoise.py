@@ -13,18 +13,18 @@ from common import (
 )
 from mnistpipe import io, models, noise, tensors, train
 from mnistpipe.errors import PipelineError, run_stage
-from mnistpipe.params import section
 
 
 def main() -> None:
-    p = section(params := load_params(), "denoise")
+    params = load_params()
     dae = models.from_checkpoint(io.load_checkpoint(CHECKPOINTS["dae"], kind="dae", producer="train_dae"),
                                  path=str(CHECKPOINTS["dae"]))
     noisy = {**load_split(NOISY_TRAIN, producer="add_awgn"), **load_split(NOISY_TEST, producer="add_awgn")}
     clean_test = load_split(TEST, producer="download")["x_test"]
     if noisy["x_test"].shape != clean_test.shape:
         raise PipelineError(f"{NOISY_TEST} and {TEST} differ in shape; rerun `dvc repro add_awgn`")
-    out = {k: train.predict(dae, v, batch_size=p["batch_size"], device=params.device) for k, v in noisy.items()}
+    batch = params.denoise.batch_size
+    out = {k: train.predict(dae, v, batch_size=batch, device=params.device) for k, v in noisy.items()}
     stored = {k: tensors.to_uint8(v) for k, v in out.items()}
     io.save_tensors(DENOISED_TRAIN, {"x_train": stored["x_train"], "x_val": stored["x_val"]})
     io.save_tensors(DENOISED_TEST, {"x_test": stored["x_test"]})

@@ -5,7 +5,6 @@ from pathlib import Path
 from common import CHECKPOINTS, DENOISED_TEST, METRICS, NOISY_TEST, PRODUCERS, TEST, load_params, load_split
 from mnistpipe import datasets, evaluate, io, models, tensors, tracking, train
 from mnistpipe.errors import run_stage
-from mnistpipe.params import section
 
 TEST_SETS = {"clean": (TEST, "download"), "noisy": (NOISY_TEST, "add_awgn"), "denoised": (DENOISED_TEST, "denoise")}
 # Result name -> (checkpoint, test set). The clean model on noisy/denoised images shows what denoising buys
@@ -21,7 +20,7 @@ RUNS = {
 
 
 def main() -> None:
-    p = section(params := load_params(), "evaluate")
+    params = load_params()
     names = datasets.class_names(params.dataset)
     device = train.resolve_device(params.device)
     y = load_split(TEST, producer="download", keys=("y_test",))["y_test"]
@@ -41,7 +40,8 @@ def main() -> None:
                 ckpt = io.load_checkpoint(path, kind="cnn", producer=PRODUCERS[ckpt_name])
                 nets[ckpt_name] = models.from_checkpoint(ckpt, path=str(path))
             logits = train.predict(nets[ckpt_name], images[test_set], device=device)
-            result = evaluate.evaluate_predictions(y, logits, n_misclassified=p["n_misclassified"], class_names=names)
+            result = evaluate.evaluate_predictions(y, logits, n_misclassified=params.evaluate.n_misclassified,
+                                                   class_names=names)
             summary[name] = evaluate.summary(result)
             misclassified[name] = result["misclassified"]
             io.write_text(out / "reports" / f"{name}.txt", result["report_text"])

@@ -3,30 +3,30 @@
 import torch
 
 from common import CHECKPOINTS, METRICS, NOISY_TRAIN, TRAIN, load_params, load_split
-from mnistpipe import io, noise, tensors, tracking, train
-from mnistpipe.architecture import DAEConfig
+from mnistpipe import io, models, noise, tensors, tracking, train
 from mnistpipe.errors import run_stage
-from mnistpipe.params import section
 
 
 def main() -> None:
-    config, p = DAEConfig.split(section(params := load_params(), "train_dae"))
-    train_size = p.pop("train_size")
+    params = load_params()
+    p = params.train_dae
     clean = load_split(TRAIN, producer="download")
     noisy = load_split(NOISY_TRAIN, producer="add_awgn")
     # Noisy and clean images pair up by index: as many of each (clean's labels count its images).
     tensors.check_counts(noisy, clean, images_source=str(NOISY_TRAIN), labels_source=str(TRAIN), producer="add_awgn")
     x_noisy, x_clean = noisy["x_train"], clean["x_train"]
-    if train_size and train_size < len(x_clean):  # index only when subsetting: a copy of 55k images is 170 MB
-        idx = torch.randperm(len(x_clean), generator=torch.Generator().manual_seed(p["seed"]))[:train_size]
+    if p.train_size and p.train_size < len(x_clean):  # index only when subsetting: 55k images copied are 170 MB
+        idx = torch.randperm(len(x_clean), generator=torch.Generator().manual_seed(params.seed))[:p.train_size]
         x_noisy, x_clean = x_noisy[idx], x_clean[idx]
+    model = models.DAE(params.dae_config(), seed=params.seed)
     with tracking.live_log(METRICS / "train_dae") as live:
-        model, result = train.train_dae(x_noisy, x_clean, noisy["x_val"], clean["x_val"], config, **p,
-                                        device=params.device, on_epoch=live.log_epoch, progress=True)
+        result = train.train_dae(model, x_noisy, x_clean, noisy["x_val"], clean["x_val"], lr=p.lr, epochs=p.epochs,
+                                 batch_size=p.batch_size, weight_decay=p.weight_decay, seed=params.seed,
+                                 device=params.device, on_epoch=live.log_epoch, progress=True)
         val_out = train.predict(model, noisy["x_val"], device=params.device)
         live.summary.update(result.metrics, val_ssim=noise.mean_ssim(val_out, clean["x_val"]),
                             train_images=len(x_clean))
-        io.save_checkpoint(CHECKPOINTS["dae"], model, kind="dae", config=model.config, stage="train_dae",
+        io.save_checkpoint(CHECKPOINTS["dae"], model, kind="dae", stage="train_dae",
                            meta={"dataset": params.dataset, **result.metrics})
 
 

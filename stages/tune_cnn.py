@@ -7,30 +7,30 @@ metrics put the baseline trial's val accuracy beside the best trial's on the sam
 import time
 
 from common import BEST_CONFIG, CHECKPOINTS, METRICS, PLOTS, TRAIN, load_params, load_split
-from mnistpipe import io, tracking, train, tune, tune_worker
-from mnistpipe.architecture import CNNConfig
+from mnistpipe import io, models, params, tracking, train, tune, tune_worker
 from mnistpipe.errors import run_stage
-from mnistpipe.params import cnn_hyperparameters, section
 
 
 def main() -> None:
-    p = section(params := load_params(), "tune_cnn")
-    recipe = params.recipe.model_dump()
+    run = load_params()
+    p, seed = run.tune_cnn, run.seed
+    recipe = run.recipe.model_dump(mode="json")
     d = load_split(TRAIN, producer="download")
     t0 = time.perf_counter()
     # Workers of a shared study (local or on other machines) find the data, and check it, through the study.
-    meta = {"data": TRAIN.as_posix(), "data_sha256": tune_worker.data_fingerprint(TRAIN)} if p["storage"] else {}
-    found = tune.tune_cnn(d["x_train"], d["y_train"], d["x_val"], d["y_val"], space=p["space"], recipe=recipe,
-                          budget=p["budget"], n_trials=p["n_trials"], seed=p["seed"], sampler=p["sampler"],
-                          pruner=p["pruner"], trial_train_size=p["trial_train_size"],
-                          enqueue=cnn_hyperparameters(params), storage=p["storage"], study_name=p["study_name"],
-                          device=params.device, n_workers=p["n_workers"], meta=meta)
+    meta = {"data": TRAIN.as_posix(), "data_sha256": tune_worker.data_fingerprint(TRAIN)} if p.storage else {}
+    found = tune.tune_cnn(d["x_train"], d["y_train"], d["x_val"], d["y_val"], space=p.space.model_dump(),
+                          recipe=recipe, budget=p.budget, n_trials=p.n_trials, seed=seed,
+                          sampler=p.sampler.model_dump(), pruner=p.pruner.model_dump(),
+                          trial_train_size=p.trial_train_size, enqueue=run.baseline(), storage=p.storage,
+                          study_name=p.study_name, device=run.device, n_workers=p.n_workers, meta=meta)
     search_seconds = time.perf_counter() - t0
     hp = {**found.best_params, **recipe}
-    config, training = CNNConfig.split(hp)
+    config, training = params.split_cnn(hp)
+    model = models.CNN(config, seed=seed)
     with tracking.live_log(METRICS / "tune_cnn") as live:
-        model, result = train.train_cnn(d["x_train"], d["y_train"], d["x_val"], d["y_val"], config, **training,
-                                        seed=p["seed"], device=params.device, on_epoch=live.log_epoch, progress=True)
+        result = train.train_cnn(model, d["x_train"], d["y_train"], d["x_val"], d["y_val"], **training, seed=seed,
+                                 device=run.device, on_epoch=live.log_epoch, progress=True)
         # The search objective of the enqueued baseline (absent if that trial failed: JSON has no NaN) and of the
         # best trial, then the search's cost.
         base = {} if found.baseline_value is None else {"baseline_trial_val_acc": found.baseline_value}
@@ -38,8 +38,8 @@ def main() -> None:
                             winner_is_baseline=found.best_trial == found.baseline_trial,
                             search_seconds=search_seconds, n_trials=len(found.trials), n_pruned=found.n_pruned,
                             budget_used=found.budget_used)
-        io.save_checkpoint(CHECKPOINTS["tuned"], model, kind="cnn", config=model.config,
-                           meta={"train_set": "clean", "dataset": params.dataset, **result.metrics}, stage="tune_cnn")
+        io.save_checkpoint(CHECKPOINTS["tuned"], model, kind="cnn", stage="tune_cnn",
+                           meta={"train_set": "clean", "dataset": run.dataset, **result.metrics})
     io.write_json(BEST_CONFIG, {"hyperparameters": hp, "best_trial_val_acc": found.best_value})
     with io.atomic_path(METRICS / "tune_cnn_trials.csv") as tmp:
         found.trials.to_csv(tmp, index=False)

@@ -15,7 +15,6 @@ from common import (
 )
 from mnistpipe import datasets, evaluate, io, models, noise, plots
 from mnistpipe.errors import PipelineError, run_stage
-from mnistpipe.params import section
 
 N_SAMPLES, N_DENOISED = 40, 10  # test images in samples.png; columns of denoising.png
 # Comparison bars: label -> (evaluate result, training stages whose train_seconds add up to its cost).
@@ -31,18 +30,19 @@ def _train_seconds(stage: str) -> float:
 
 
 def main() -> None:
-    p = section(params := load_params(), "visualize")
+    params = load_params()
+    p = params.visualize
     named = {"class_names": datasets.class_names(params.dataset)}  # every label a figure shows names its class
     y_train = load_split(TRAIN, producer="download", keys=("y_train",))["y_train"]
     test = load_split(TEST, producer="download")
     x, y, n = test["x_test"], test["y_test"], len(test["y_test"])
     sets = {"clean": x, "noisy": load_split(NOISY_TEST, producer="add_awgn")["x_test"],
             "denoised": load_split(DENOISED_TEST, producer="denoise")["x_test"]}
-    k, i = p["tsne_size"], p["sample_index"]
+    k, i = p.tsne_size, p.sample_index
     if k > n:
         raise PipelineError(f"visualize.tsne_size={k} exceeds the {n} test images; set it to at most {n}")
-    if p["perplexity"] >= k:
-        raise PipelineError(f"visualize.perplexity={p['perplexity']} must be below tsne_size={k}; lower it")
+    if p.perplexity >= k:
+        raise PipelineError(f"visualize.perplexity={p.perplexity} must be below tsne_size={k}; lower it")
     if i >= n:
         raise PipelineError(f"visualize.sample_index={i} is out of range for {n} test images; use 0-{n - 1}")
     tuned = models.from_checkpoint(io.load_checkpoint(CHECKPOINTS["tuned"], kind="cnn", producer=PRODUCERS["tuned"]),
@@ -56,8 +56,8 @@ def main() -> None:
                for label, (m, stages) in COMPARED.items()}
     psnr = float(noise.psnr(sets["noisy"][i:i + 1], x[i:i + 1])[0])
     grid = {"original": x, "noisy": sets["noisy"], "denoised": sets["denoised"]}
-    embedded = {name: plots.tsne_embed(s[:k], perplexity=p["perplexity"], seed=p["seed"], n_jobs=p["tsne_threads"],
-                                       method=p["tsne_method"])
+    embedded = {name: plots.tsne_embed(s[:k], perplexity=p.perplexity, seed=params.seed, n_jobs=p.tsne_threads,
+                                       method=p.tsne_method)
                 for name, s in sets.items()}
     figures = {
         "label_distribution": plots.label_distribution(y_train, **named),

@@ -198,9 +198,9 @@ def load_tensors(path: str | os.PathLike, *, producer: str) -> dict[str, Any]:
         ) from exc
 
 
-def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, *, kind: str, config: Any,
-                    meta: dict | None = None, stage: str | None = None) -> None:
-    """Save the model's config (an architecture.CNNConfig or DAEConfig, stored as a plain dict so that a
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, *, kind: str, meta: dict | None = None,
+                    stage: str | None = None) -> None:
+    """Save the model's config (`model.config`, a params.CNNConfig or DAEConfig, stored as a plain dict so that a
     weights_only load reads it) and state_dict (tensors on CPU) atomically; `stage` records who wrote it.
 
     Timings (keys ending in `_seconds`) are left out of `meta`: they differ on every run, and the same weights
@@ -208,7 +208,7 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, *, kind: st
     """
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     meta = {k: v for k, v in (meta or {}).items() if not k.endswith("_seconds")}
-    ckpt = {"kind": kind, "config": config.to_dict(), "state_dict": state, "meta": meta}
+    ckpt = {"kind": kind, "config": model.config.model_dump(mode="json"), "state_dict": state, "meta": meta}
     if stage is not None:
         ckpt["stage"] = stage
     save_tensors(path, ckpt)
@@ -217,8 +217,8 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, *, kind: st
 def load_checkpoint(path: str | os.PathLike, *, kind: str, producer: str) -> dict[str, Any]:
     """Load a checkpoint of the given `kind` ("cnn" or "dae") written by stage `producer`; check its structure.
 
-    A checkpoint that records another stage (models/tuned.pt copied over models/baseline.pt) is refused. One
-    that records none (written before stages were recorded, or by a library user) is accepted.
+    A checkpoint that records another stage (models/tuned.pt copied over models/baseline.pt) is refused; one that
+    records none (saved by a library user without `stage`) is accepted.
     """
     ckpt = load_tensors(path, producer=producer)
     if not isinstance(ckpt, dict) or not {"kind", "config", "state_dict"} <= set(ckpt):

@@ -1,29 +1,34 @@
-"""The classifier CNN and the denoising autoencoder, each built from its config (see architecture.py)."""
+"""The classifier CNN and the denoising autoencoder, each built from its config (params.CNNConfig, DAEConfig)."""
 
 from __future__ import annotations
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
-from .architecture import CNNConfig, DAEConfig, cnn_feature_side
 from .errors import PipelineError
+from .params import CNNConfig, DAEConfig, cnn_feature_side
 
 
 class CNN(nn.Module):
     """Conv blocks (Conv2d, MaxPool, [BatchNorm,] ReLU), Dropout, and a small fully connected head.
 
-    `stride` applies to the first convolution; `padding = kernel_size // 2` keeps the other sizes.
+    `stride` applies to the first convolution; `padding = kernel_size // 2` keeps the other sizes. With `seed`,
+    torch's global generator is seeded first, so the initial weights (and the dropout masks drawn from that
+    generator while training) are reproducible.
     """
 
-    def __init__(self, config: CNNConfig) -> None:
+    def __init__(self, config: CNNConfig, *, seed: int | None = None) -> None:
         super().__init__()
+        if seed is not None:
+            torch.manual_seed(seed)
         self.config = config
         k = config.kernel_size
         blocks, c_in = [], 1
         for i, c_out in enumerate(config.channels):
             layers: list[nn.Module] = []
             for j in range(config.convs_per_block):
-                # Only the first conv strides (architecture.cnn_feature_side computes the same sizes).
+                # Only the first conv strides (params.cnn_feature_side computes the same sizes).
                 stride = config.stride if i == j == 0 else 1
                 layers.append(nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, bias=not config.batchnorm))
                 if j == config.convs_per_block - 1:
@@ -71,8 +76,10 @@ class DAE(nn.Module):
     The decoder estimates the noise; the output is the input minus that estimate, clipped to [0, 1].
     """
 
-    def __init__(self, config: DAEConfig) -> None:
+    def __init__(self, config: DAEConfig, *, seed: int | None = None) -> None:
         super().__init__()
+        if seed is not None:
+            torch.manual_seed(seed)  # reproducible initial weights, as for the CNN
         self.config = config
         w, skips = config.width, config.skips
         self.enc1, self.enc2, self.mid = _conv(1, w), _conv(w, 2 * w), _conv(2 * w, 2 * w)
@@ -105,9 +112,12 @@ def build(kind: str, config: dict) -> nn.Module:
         raise PipelineError(f"unknown model kind {kind!r} (expected one of {', '.join(KINDS)}); rerun the stage")
     model_type, config_type = KINDS[kind]
     try:
-        return model_type(config_type(**config))
-    except TypeError as exc:
-        raise PipelineError(f"checkpoint config {config} does not fit a {kind!r} model ({exc})") from exc
+        return model_type(config_type.model_validate(config))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "config"
+        raise PipelineError(f"checkpoint config {config} does not fit a {kind!r} model "
+                            f"({where}: {first['msg']})") from None
 
 
 def from_checkpoint(ckpt: dict, *, path: str = "checkpoint") -> nn.Module:

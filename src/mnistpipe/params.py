@@ -1,16 +1,26 @@
-"""The schema of the pipeline's params file: every key, its type and its allowed range, checked with pydantic.
+"""The schema of params.yaml and the typed configs of the two networks built from it, checked with pydantic.
 
-`validate` turns the first problem into one line that names the key and what is allowed, so a typo such as
-`droput: 0` fails loudly instead of silently training with the default.
+Every key of params.yaml has one field here, with its type and allowed range; `validate` turns the first problem
+into one line that names the key and what is allowed, so a typo such as `droput: 0` fails loudly instead of
+silently training with a default. `CNNConfig` and `DAEConfig` are what a network is built from and what its
+checkpoint stores: `Params.cnn_config()` and `Params.dae_config()` build them from the validated values, with the
+same field types, so a range is written once and there is no second set of defaults.
+
+This module imports no torch: the validate_params stage (and every stage's params check) stays light, and an
+edit to the networks in models.py reruns only the stages that build or load one.
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
+import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -20,17 +30,97 @@ from pydantic import (
     model_validator,
 )
 
-from .architecture import Channels, ConvsPerBlock, Dropout, Hidden, KernelSize, Stride, Width, spatial_problem
 from .datasets import NAMES as DATASETS
 from .errors import PipelineError
 
+SIDE = 28  # MNIST-format images are SIDE x SIDE pixels
 Device = Literal["auto", "cpu", "cuda"]
 Dataset = Literal[DATASETS]  # a typo fails with one line naming the choices
+
+# The networks' field types with their ranges, shared by params.yaml's keys and the configs below.
+KernelSize = Annotated[int, Field(ge=1, le=SIDE)]
+Stride = Annotated[int, Field(ge=1, le=SIDE)]
+Dropout = Annotated[float, Field(ge=0, lt=1)]
+# A YAML or JSON list becomes a tuple, so configs compare equal and hash whatever they were read from.
+Channels = Annotated[tuple[Annotated[int, Field(ge=1)], ...],
+                     BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v),
+                     Field(min_length=1, max_length=4)]
+ConvsPerBlock = Annotated[int, Field(ge=1, le=3)]
+Hidden = Annotated[int, Field(ge=0, description="0 = no hidden layer")]
+Width = Annotated[int, Field(ge=1)]
+
+
+def conv_out(size: int, kernel_size: int, stride: int) -> int:
+    """Spatial size after a Conv2d with padding kernel_size // 2."""
+    return (size + 2 * (kernel_size // 2) - kernel_size) // stride + 1
+
+
+def cnn_feature_side(*, kernel_size: int, stride: int, n_blocks: int, convs_per_block: int = 1) -> int:
+    """Side of the CNN's last feature map; <= 0 means the kernel/stride combination leaves no spatial output."""
+    side = SIDE
+    for i in range(n_blocks):
+        for j in range(convs_per_block):
+            # Only the first conv strides: striding every block would shrink 28x28 to nothing by block 3.
+            side = conv_out(side, kernel_size, stride if i == j == 0 else 1)
+            if side <= 0:
+                return 0
+        side //= 2
+    return side
 
 
 class _Strict(BaseModel):
     # allow_inf_nan=False: `.inf`, `.nan` (and YAML's 1e400) fail here, in one line, not as "training diverged".
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class CNNConfig(_Strict, frozen=True):
+    """The classifier's architecture, as models.CNN builds it and a checkpoint stores it.
+
+    `len(channels)` conv blocks (Conv2d, MaxPool, [BatchNorm,] ReLU), `convs_per_block` convolutions each, then
+    Dropout and a fully connected head with `hidden` units (0 = a single linear layer). `stride` applies to the
+    first convolution only. A kernel/stride that leaves no spatial output on 28x28 images is refused.
+    """
+
+    kernel_size: KernelSize
+    stride: Stride
+    dropout: Dropout
+    channels: Channels
+    convs_per_block: ConvsPerBlock
+    hidden: Hidden
+    batchnorm: bool
+
+    @model_validator(mode="after")
+    def _spatial(self) -> CNNConfig:
+        if cnn_feature_side(kernel_size=self.kernel_size, stride=self.stride, n_blocks=len(self.channels),
+                            convs_per_block=self.convs_per_block) <= 0:
+            raise ValueError(f"kernel_size={self.kernel_size} with stride={self.stride} leaves no spatial output "
+                             f"after {len(self.channels)} conv blocks on {SIDE}x{SIDE} images; use a smaller "
+                             "kernel_size or stride")
+        return self
+
+
+class DAEConfig(_Strict, frozen=True):
+    """The denoising autoencoder's architecture: `width` channels at full resolution, U-Net `skips` or none."""
+
+    width: Width
+    skips: bool
+
+
+# The CNN's training settings: keyword arguments of train.train_cnn, apart from the data, seed and device.
+CNN_TRAINING = ("lr", "epochs", "batch_size", "weight_decay", "label_smoothing", "max_shift")
+
+
+def split_cnn(flat: Mapping[str, Any]) -> tuple[CNNConfig, dict[str, Any]]:
+    """A flat mapping of CNN hyperparameters (a tuning trial's, tuned_config.json's) as the config it builds and
+    train.train_cnn's keyword arguments; any other key is an error."""
+    unknown = set(flat) - set(CNNConfig.model_fields) - set(CNN_TRAINING)
+    if unknown:
+        raise PipelineError(f"unknown CNN hyperparameters {', '.join(sorted(unknown))}")
+    try:
+        config = CNNConfig.model_validate({k: v for k, v in flat.items() if k in CNNConfig.model_fields})
+    except ValidationError as exc:
+        raise PipelineError(_describe(exc.errors()[0])) from None
+    return config, {k: flat[k] for k in CNN_TRAINING if k in flat}
 
 
 class Download(_Strict):
@@ -219,7 +309,7 @@ class Params(_Strict):
     seed: int = Field(ge=0)
     dataset: Dataset
     device: Device = Field(description="auto = CUDA when present; every stage that runs a model uses it")
-    kernel_size: KernelSize  # the CNNConfig keys of the report's six, typed as there
+    kernel_size: KernelSize  # the report's six CNN hyperparameters, typed as in CNNConfig
     stride: Stride
     dropout: Dropout
     lr: float = Field(gt=0, le=10)
@@ -239,16 +329,46 @@ class Params(_Strict):
     robustness: Robustness
 
     @model_validator(mode="after")
-    def _spatial(self) -> Params:
-        problem = _spatial_problem({**cnn_hyperparameters(self), **self.recipe.model_dump()})
-        if problem:
-            raise ValueError(f"{problem}; use a smaller kernel_size or stride")
+    def _cnn_builds_and_baseline_is_a_trial(self) -> Params:
+        try:
+            self.cnn_config()
+        except ValidationError as exc:
+            raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        # The baseline is the search's trial 0: outside the space, Optuna would warn and draw another value, and
+        # "trial 0 is the baseline" would silently be false.
+        for name, dim in self.tune_cnn.space.model_dump().items():
+            v = getattr(self, name)
+            if "choices" in dim:
+                inside = v in dim["choices"]
+            else:
+                inside = dim["low"] <= v <= dim["high"]
+            if not inside:
+                where = f"choices {dim['choices']}" if "choices" in dim else f"range [{dim['low']}, {dim['high']}]"
+                raise ValueError(f"the baseline's {name}={v!r} lies outside tune_cnn.space.{name} ({where}); widen "
+                                 f"tune_cnn.space.{name} or change {name}, so that trial 0 can be the baseline")
         return self
+
+    def cnn_config(self) -> CNNConfig:
+        """The baseline CNN's architecture: the top-level kernel_size, stride and dropout, and the recipe's."""
+        return CNNConfig(**{k: getattr(self if k in BASELINE_KEYS else self.recipe, k) for k in CNNConfig.model_fields})
+
+    def cnn_training(self) -> dict[str, Any]:
+        """The baseline CNN's training settings (train.train_cnn's keyword arguments): the top-level lr, epochs
+        and batch_size, and the recipe's."""
+        return {k: getattr(self if k in BASELINE_KEYS else self.recipe, k) for k in CNN_TRAINING}
+
+    def baseline(self) -> dict[str, Any]:
+        """The report's six top-level CNN hyperparameters (the search's space and its trial 0)."""
+        return {k: getattr(self, k) for k in BASELINE_KEYS}
+
+    def dae_config(self) -> DAEConfig:
+        """The autoencoder's architecture, from the train_dae section."""
+        return DAEConfig(**{k: getattr(self.train_dae, k) for k in DAEConfig.model_fields})
 
 
 # Names pydantic puts into an error's location for a union member; the key path the user wrote has none of them.
 UNION_TAGS = ("Choices", "IntRange", "FloatRange", "median", "hyperband", "none")
-CNN_KEYS = ("kernel_size", "stride", "dropout", "lr", "epochs", "batch_size")
+BASELINE_KEYS = ("kernel_size", "stride", "dropout", "lr", "epochs", "batch_size")
 # The keys that hold a section of their own (a mapping), as opposed to top-level values such as seed or device.
 SECTIONS = tuple(k for k, f in Params.model_fields.items() if isinstance(f.annotation, type)
                  and issubclass(f.annotation, BaseModel))
@@ -279,6 +399,8 @@ def _describe(err: dict) -> str:
         return f"'{key}' needs kind: median, hyperband or none, got {err['input']!r}"
     bounds = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in ctx.items() if k in ("ge", "gt", "le", "lt"))
     msg = err["msg"].removeprefix("Value error, ")
+    if not loc:  # a check across keys (the CNN's geometry, the baseline inside the search space) names its keys
+        return msg
     return f"'{key}' {msg}" + (f" ({bounds})" if bounds and bounds not in msg else "") + f", got {err['input']!r}"
 
 
@@ -305,39 +427,35 @@ def validate(raw: Any, *, source: str = "params.yaml") -> Params:
                             + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")) from None
 
 
-def section(params: Params, name: str) -> dict[str, Any]:
-    """Plain dict of one section, plus the base `seed`."""
-    return {"seed": params.seed, **getattr(params, name).model_dump()}
-
-
-def cnn_hyperparameters(params: Params) -> dict[str, Any]:
-    """The report's six top-level CNN hyperparameters."""
-    return {k: getattr(params, k) for k in CNN_KEYS}
-
-
-def _spatial_problem(hp: dict[str, Any]) -> str:
-    return spatial_problem(kernel_size=hp["kernel_size"], stride=hp["stride"], n_blocks=len(hp["channels"]),
-                           convs_per_block=hp["convs_per_block"])
-
-
 def tuned_hyperparameters(best: Any, *, source: str) -> dict[str, Any]:
-    """The `hyperparameters` of tune_cnn's best-configuration file, checked so a stale or edited file fails clearly."""
+    """The `hyperparameters` of tune_cnn's best-configuration file (the six and the recipe, flat), checked with
+    params.yaml's own rules so a stale or edited file ("kernel_size": "7", dropout 1.5) fails here in one line,
+    not deep inside torch."""
     hp = best.get("hyperparameters") if isinstance(best, dict) else None
-    if not isinstance(hp, dict) or set(hp) != set(CNN_KEYS) | set(Recipe.model_fields):
+    if not isinstance(hp, dict) or set(hp) != set(BASELINE_KEYS) | set(Recipe.model_fields):
         raise PipelineError(f"{source} does not hold the expected hyperparameters; rerun `dvc repro tune_cnn`")
-    # The values too, with params.yaml's own rules: an edited file ("kernel_size": "7", dropout 1.5) must fail
-    # here with one line, not deep inside torch.
     try:
         checked = _TunedHyperparameters.model_validate(hp)
+        CNNConfig(**{k: getattr(checked, k) for k in CNNConfig.model_fields})
     except ValidationError as exc:
         raise PipelineError(f"{source}: {_describe(exc.errors()[0])}; rerun `dvc repro tune_cnn`") from None
-    problem = _spatial_problem(checked.model_dump())
-    if problem:
-        raise PipelineError(f"{source}: {problem}; rerun `dvc repro tune_cnn`")
     return hp
+
+
+def load(path: str | Path) -> Params:
+    """Read and validate the params file at `path` (all of it, so a typo anywhere fails every stage)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{path} not found; run the stage from the repository root") from None
+    except yaml.YAMLError as exc:
+        first = " ".join(str(exc).split())
+        raise PipelineError(f"{path} is not valid YAML ({first})") from None
+    return validate(raw, source=str(path))
 
 
 # tune_cnn's best configuration: the six top-level hyperparameters (same rules as in Params) plus the recipe.
 _TunedHyperparameters = create_model(
     "TunedHyperparameters", __base__=Recipe,
-    **{k: (Params.model_fields[k].annotation, Params.model_fields[k]) for k in CNN_KEYS})
+    **{k: (Params.model_fields[k].annotation, Params.model_fields[k]) for k in BASELINE_KEYS})

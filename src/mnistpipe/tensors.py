@@ -30,3 +30,22 @@ def check_counts(images: dict, labels: dict, *, images_source: str, labels_sourc
                 f"{images_source} has {len(x)} {key.removeprefix('x_')} images but {labels_source} has {len(y)} "
                 f"labels; rerun `dvc repro {producer}`"
             )
+
+
+def checked(t: object, keys: tuple[str, ...], *, source: str, producer: str) -> dict[str, torch.Tensor]:
+    """The tensors `keys` of a loaded data file, checked: images `x_*` uint8 (N, 28, 28), labels `y_*` int64 (N,),
+    as many labels as images per part. A stale, foreign or edited file fails here with one line naming `source`
+    and the stage to rerun (`producer`), not deep inside torch."""
+    for key in keys:
+        v = t.get(key) if isinstance(t, dict) else None
+        image = key.startswith("x_")
+        ok = isinstance(v, torch.Tensor) and (
+            v.dtype == torch.uint8 and v.dim() == 3 and tuple(v.shape[1:]) == (28, 28) if image
+            else v.dtype == torch.int64 and v.dim() == 1)
+        if not ok:
+            want = "uint8 images of shape (N, 28, 28)" if image else "int64 labels of shape (N,)"
+            got = f"holds {v.dtype} of shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else "is missing"
+            raise PipelineError(f"{source}: '{key}' should hold {want} but {got}; rerun `dvc repro {producer}`")
+    out = {k: t[k] for k in keys}
+    check_counts(out, out, images_source=source, labels_source=source, producer=producer)
+    return out

@@ -1,16 +1,15 @@
 """One training loop for both models: in-memory tensors, batches by index, one-cycle schedule, seeded.
 
-`train_cnn` and `train_dae` take the model's architecture config and every training setting as a keyword
-argument, so a stage calls them with its params section and the tuner calls the very same functions with a
-trial's values.
+`train_cnn` and `train_dae` take the model to train (built by the caller, with its seed, from its config) and
+every training setting as a keyword argument, so a stage calls them with its params and the tuner calls the very
+same functions with a trial's values.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,9 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .architecture import CNNConfig, DAEConfig
 from .errors import PipelineError
-from .models import CNN, DAE
 from .noise import mean_psnr
 
 EpochCallback = Callable[[int, dict], None]
@@ -39,8 +36,8 @@ class FitResult:
 
 
 class Stopwatch:
-    """Training seconds on `device`: the loop starts and stops it around each epoch's steps, and a step
-    callback pauses it around work of its own (a benchmark's probe), which then does not count as training."""
+    """Training seconds on `device`: the loop starts and stops it around each epoch's steps, so validation and
+    callbacks do not count as training."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -58,15 +55,6 @@ class Stopwatch:
         self.seconds += time.perf_counter() - self._since
         return self.seconds
 
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[float]:
-        """Stop the clock for the block, which gets the training seconds so far."""
-        yield self.stop()
-        self.start()
-
-
-# (model, step within the epoch counted from 1, the training clock); called after every optimizer step.
-StepCallback = Callable[[nn.Module, int, Stopwatch], None]
 # (parameters, steps per epoch, epochs) -> (optimizer, scheduler, per_epoch): the scheduler steps once per epoch
 # when per_epoch is true (StepLR), else after every optimizer step (OneCycleLR).
 OptimizerFactory = Callable[[Iterable[nn.Parameter], int, int], tuple[torch.optim.Optimizer, Any, bool]]
@@ -124,7 +112,7 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 2048, device
 
 def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn, validate, epochs: int, lr: float | None,
          batch_size: int, seed: int, weight_decay: float, max_shift: int, device: torch.device,
-         on_epoch: EpochCallback | None, on_step: StepCallback | None, progress: bool, desc: str,
+         on_epoch: EpochCallback | None, progress: bool, desc: str,
          optimizer: OptimizerFactory | None = None) -> FitResult:
     """Train `model` in place; `optimizer` None is AdamW + one-cycle at `lr` (`one_cycle_adamw`).
 
@@ -161,9 +149,6 @@ def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn, validat
             if not per_epoch:
                 sched.step()
             total += loss.detach()
-            if on_step is not None:
-                on_step(model, step + 1, clock)
-                model.train()  # the callback may have switched to eval mode
         if per_epoch:
             sched.step()
         train_seconds = clock.stop()
@@ -187,20 +172,18 @@ def _autocast(device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type in BF16_DEVICES)
 
 
-def train_cnn(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
-              config: CNNConfig, *, lr: float, epochs: int, batch_size: int, seed: int, weight_decay: float = 5e-4,
-              label_smoothing: float = 0.0, max_shift: int = 0, device: str = "auto",
-              on_epoch: EpochCallback | None = None, on_step: StepCallback | None = None,
-              progress: bool = False) -> tuple[CNN, FitResult]:
-    """Build a CNN from `config` and train it on float images (N, 1, 28, 28) in [0, 1].
+def train_cnn(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
+              y_val: torch.Tensor, *, lr: float, epochs: int, batch_size: int, seed: int, weight_decay: float,
+              label_smoothing: float, max_shift: int, device: str = "auto",
+              on_epoch: EpochCallback | None = None, progress: bool = False) -> FitResult:
+    """Train the classifier `model` (models.CNN) in place on float images (N, 1, 28, 28) in [0, 1].
 
-    Validation loss and accuracy are computed after every epoch; returns the trained model (on CPU) and
-    its `FitResult` whose metrics hold val_acc, val_loss, train_loss and train_seconds.
+    `seed` orders the batches and draws the shifts; the initial weights and the dropout masks come from torch's
+    global generator, which `models.CNN(config, seed=...)` seeds. Validation loss and accuracy are computed after
+    every epoch; the model ends on the CPU. Returns the `FitResult`, whose metrics hold val_acc, val_loss,
+    train_loss and train_seconds.
     """
     dev = resolve_device(device)
-    # nn.init and Dropout draw from the global generator; seeding it here makes the run reproducible.
-    torch.manual_seed(seed)
-    model = CNN(config)
 
     def validate(m: nn.Module) -> dict:
         logits = predict(m, x_val, device=dev)
@@ -210,34 +193,30 @@ def train_cnn(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
     def loss_fn(out, target):
         return F.cross_entropy(out, target, label_smoothing=label_smoothing)
 
-    result = _fit(model, x_train, y_train, loss_fn=loss_fn, validate=validate, epochs=epochs, lr=lr,
-                  batch_size=batch_size, seed=seed, weight_decay=weight_decay, max_shift=max_shift,
-                  device=dev, on_epoch=on_epoch, on_step=on_step, progress=progress, desc="cnn")
-    return model, result
+    return _fit(model, x_train, y_train, loss_fn=loss_fn, validate=validate, epochs=epochs, lr=lr,
+                batch_size=batch_size, seed=seed, weight_decay=weight_decay, max_shift=max_shift,
+                device=dev, on_epoch=on_epoch, progress=progress, desc="cnn")
 
 
-def train_dae(noisy_train: torch.Tensor, clean_train: torch.Tensor, noisy_val: torch.Tensor,
-              clean_val: torch.Tensor, config: DAEConfig, *, lr: float, epochs: int, batch_size: int, seed: int,
-              weight_decay: float = 0.0, device: str = "auto", on_epoch: EpochCallback | None = None,
-              progress: bool = False) -> tuple[DAE, FitResult]:
-    """Train a denoising autoencoder built from `config` (noisy -> clean, MSE loss); val PSNR (dB) per epoch."""
+def train_dae(model: nn.Module, noisy_train: torch.Tensor, clean_train: torch.Tensor, noisy_val: torch.Tensor,
+              clean_val: torch.Tensor, *, lr: float, epochs: int, batch_size: int, seed: int, weight_decay: float,
+              device: str = "auto", on_epoch: EpochCallback | None = None, progress: bool = False) -> FitResult:
+    """Train the denoising autoencoder `model` (models.DAE) in place, noisy -> clean with an MSE loss; val PSNR
+    (dB) per epoch. `seed` orders the batches; the model ends on the CPU."""
     if noisy_train.shape != clean_train.shape or noisy_val.shape != clean_val.shape:
         raise PipelineError(
             f"noisy and clean images differ in shape ({tuple(noisy_train.shape)} vs {tuple(clean_train.shape)}); "
             "rerun `dvc repro add_awgn`"
         )
     dev = resolve_device(device)
-    torch.manual_seed(seed)
-    model = DAE(config)
 
     def validate(m: nn.Module) -> dict:
         out = predict(m, noisy_val, device=dev)
         return {"val_loss": float(F.mse_loss(out, clean_val)), "val_psnr": mean_psnr(out, clean_val)}
 
-    result = _fit(model, noisy_train, clean_train, loss_fn=F.mse_loss, validate=validate, epochs=epochs, lr=lr,
-                  batch_size=batch_size, seed=seed, weight_decay=weight_decay, max_shift=0, device=dev,
-                  on_epoch=on_epoch, on_step=None, progress=progress, desc="dae")
-    return model, result
+    return _fit(model, noisy_train, clean_train, loss_fn=F.mse_loss, validate=validate, epochs=epochs, lr=lr,
+                batch_size=batch_size, seed=seed, weight_decay=weight_decay, max_shift=0, device=dev,
+                on_epoch=on_epoch, progress=progress, desc="dae")
 
 
 def train_module(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
@@ -258,4 +237,4 @@ def train_module(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
 
     return _fit(model, x_train, y_train, loss_fn=loss_fn, validate=validate, epochs=epochs, lr=None,
                 batch_size=batch_size, seed=seed, weight_decay=0.0, max_shift=0, device=dev, on_epoch=on_epoch,
-                on_step=None, progress=False, desc="model", optimizer=optimizer)
+                progress=False, desc="model", optimizer=optimizer)

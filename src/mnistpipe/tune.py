@@ -32,8 +32,9 @@ import optuna
 import pandas as pd
 import torch
 
-from .architecture import CNNConfig
 from .errors import PipelineError
+from .models import CNN
+from .params import split_cnn
 from .train import train_cnn
 
 # The study's user attribute that holds its spec: what every worker needs to run trials of the same search.
@@ -48,7 +49,6 @@ MEDIAN_STARTUP_TRIALS = 3
 # its trial failed, so the study never waits forever on a RUNNING trial nobody runs.
 HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 60
-FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 
 @dataclass
@@ -81,33 +81,14 @@ def suggest(trial: optuna.Trial, space: dict[str, dict]) -> dict[str, Any]:
     return out
 
 
-def _describe_dim(dim: dict) -> str:
-    return f"choices {list(dim['choices'])}" if "choices" in dim else f"range [{dim['low']}, {dim['high']}]"
-
-
-def check_in_space(hp: dict[str, Any], space: dict[str, dict]) -> None:
-    """Refuse (one-line PipelineError) a configuration to enqueue that lies outside `space`.
-
-    Optuna would otherwise warn and draw another value, and "trial 0 is the baseline" would silently be false.
-    """
-    for name, dim in space.items():
-        if name not in hp:
-            raise PipelineError(f"the configuration to enqueue lacks {name}; give all of {', '.join(space)}")
-        v = hp[name]
-        if "choices" in dim:
-            inside = v in list(dim["choices"])
-        else:
-            is_int = isinstance(dim["low"], int) and isinstance(dim["high"], int)
-            inside = (not is_int or (isinstance(v, int) and not isinstance(v, bool))) and dim["low"] <= v <= dim["high"]
-        if not inside:
-            raise PipelineError(f"the baseline's {name}={v!r} lies outside tune_cnn.space.{name} "
-                                f"({_describe_dim(dim)}); widen tune_cnn.space.{name} or change {name}, so that "
-                                "trial 0 can be the baseline")
-
-
 def subset_size(n: int, trial_train_size: int) -> int:
     """Images each trial trains on: `trial_train_size`, or all `n` when it is 0 or larger."""
     return min(trial_train_size, n) if trial_train_size else n
+
+
+def images_for(budget: float, *, n_train: int, trial_train_size: int) -> int:
+    """The training budget in images: `budget` passes over each trial's subset of the `n_train` images."""
+    return math.ceil(budget * subset_size(n_train, trial_train_size))
 
 
 def make_objective(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, *,
@@ -141,9 +122,9 @@ def make_objective(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Te
                 raise optuna.TrialPruned()
 
         try:
-            config, training = CNNConfig.split({**hp, **recipe})
-            _, result = train_cnn(x_train, y_train, x_val, y_val, config, **training, seed=seed, device=device,
-                                  on_epoch=on_epoch)
+            config, training = split_cnn({**hp, **recipe})
+            result = train_cnn(CNN(config, seed=seed), x_train, y_train, x_val, y_val, **training, seed=seed,
+                               device=device, on_epoch=on_epoch)
         except PipelineError as exc:  # a diverged or impossible configuration is a failed trial, not a crash
             trial.set_user_attr("error", str(exc))
             # It failed in (or before) epoch done + 1: counting that epoch makes every trial spend budget, so a
@@ -174,14 +155,9 @@ def make_sampler_and_pruner(*, seed: int, sampler: dict[str, Any], pruner: dict[
     if kind == "hyperband":
         epochs = space["epochs"]
         top = int(max(epochs["choices"]) if "choices" in epochs else epochs["high"])
-        if pruner["min_resource"] > top:
-            raise PipelineError(f"tune_cnn.pruner.min_resource={pruner['min_resource']} exceeds the most epochs a "
-                                f"trial runs ({top}); lower min_resource or widen tune_cnn.space.epochs")
         return tpe, optuna.pruners.HyperbandPruner(min_resource=pruner["min_resource"], max_resource=top,
                                                    reduction_factor=pruner["reduction_factor"])
-    if kind == "none":
-        return tpe, optuna.pruners.NopPruner()
-    raise PipelineError(f"tune_cnn.pruner.kind={kind!r} is not one of median, hyperband, none")
+    return tpe, optuna.pruners.NopPruner()  # kind "none": the schema admits no other
 
 
 def _from_spec(spec: dict[str, Any], seed: int | None = None):
@@ -346,9 +322,10 @@ def tune_cnn(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, 
     """Maximise val accuracy over `space`; each trial trains on a seeded subset of `trial_train_size` images.
 
     Trials start until they have spent `budget` passes over that subset (see the module docstring) or number
-    `n_trials` (0 = no cap). `enqueue` (the baseline's six hyperparameters, inside `space`) is trial 0.
-    `recipe` holds the fixed architecture/training settings passed to every trial; `sampler` and `pruner` are
-    as `make_sampler_and_pruner` takes them, the sampler seeded with `seed` (which also draws the subset).
+    `n_trials` (0 = no cap). `enqueue` (the baseline's six hyperparameters, which the params schema keeps inside
+    `space`) is trial 0. `recipe` holds the fixed architecture/training settings passed to every trial;
+    `sampler` and `pruner` are as `make_sampler_and_pruner` takes them, the sampler seeded with `seed` (which
+    also draws the subset).
     Trials that diverge count as failed (Optuna records them); if no trial completes, a `PipelineError` says
     what to change.
 
@@ -357,18 +334,13 @@ def tune_cnn(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, 
     `n_workers` local worker processes; workers started elsewhere may add trials meanwhile. `meta` (for
     instance where the workers find the training data and its checksum) is stored in the study's spec.
     """
-    if enqueue:
-        check_in_space(enqueue, space)
-    budget_images = math.ceil(budget * subset_size(len(x_train), trial_train_size))
+    budget_images = images_for(budget, n_train=len(x_train), trial_train_size=trial_train_size)
 
     def objective(worker: str = "") -> Callable[[optuna.Trial], float]:
         return make_objective(x_train, y_train, x_val, y_val, space=space, recipe=recipe, seed=seed,
                               trial_train_size=trial_train_size, device=device, worker=worker)
 
-    if not storage:
-        if n_workers > 1:
-            raise PipelineError(f"n_workers={n_workers} needs an Optuna RDB storage URL in tune_cnn.storage "
-                                "(for instance sqlite:///../tune.db); an in-memory study lives in one process")
+    if not storage:  # one process (the schema allows n_workers > 1 only with a storage)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         made_sampler, made_pruner = make_sampler_and_pruner(seed=seed, sampler=sampler, pruner=pruner, space=space)
         study = optuna.create_study(direction="maximize", sampler=made_sampler, pruner=made_pruner,

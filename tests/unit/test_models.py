@@ -3,17 +3,18 @@ checkpoint round trips."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from fitting import cnn_config, dae_config
+from pydantic import ValidationError
 
-from mnistpipe import io, models
-from mnistpipe.architecture import CNNConfig, DAEConfig, cnn_feature_side
+from mnistpipe import io, models, params
 from mnistpipe.errors import PipelineError
+from mnistpipe.params import CNNConfig, DAEConfig, cnn_feature_side
 
 PARAMS_YAML = Path(__file__).resolve().parents[2] / "params.yaml"
 
@@ -49,11 +50,11 @@ def test_cnn_shapes(kernel_size, stride):
             assert side == reference_side(kernel_size, stride, len(channels), cpb), (channels, cpb)
             if side <= 0:
                 with pytest.raises(PipelineError, match=f"kernel_size={kernel_size} with stride={stride}"):
-                    CNNConfig(kernel_size=kernel_size, stride=stride, channels=channels, convs_per_block=cpb,
+                    cnn_config(kernel_size=kernel_size, stride=stride, channels=channels, convs_per_block=cpb,
                               hidden=8)
                 continue
             n_valid += 1
-            model = models.CNN(CNNConfig(kernel_size=kernel_size, stride=stride, channels=channels,
+            model = models.CNN(cnn_config(kernel_size=kernel_size, stride=stride, channels=channels,
                                          convs_per_block=cpb, hidden=8)).eval()
             with torch.no_grad():
                 out = model(x)
@@ -69,7 +70,7 @@ def test_cnn_shapes(kernel_size, stride):
 
 
 def test_cnn_without_hidden_layer_or_batchnorm():
-    model = models.CNN(CNNConfig(channels=(4,), hidden=0, batchnorm=False)).eval()
+    model = models.CNN(cnn_config(channels=(4,), hidden=0, batchnorm=False)).eval()
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert len(linears) == 1 and linears[0].in_features == 4 * 14 * 14
@@ -79,37 +80,44 @@ def test_cnn_without_hidden_layer_or_batchnorm():
 @pytest.mark.parametrize("kernel_size, stride, channels", [(3, 28, (32, 64)), (3, 8, (2, 2, 2)), (7, 10, (2, 2, 2))])
 def test_cnn_without_spatial_output_raises(kernel_size, stride, channels):
     assert cnn_feature_side(kernel_size=kernel_size, stride=stride, n_blocks=len(channels)) <= 0
+    flat = {**cnn_config().model_dump(), "kernel_size": kernel_size, "stride": stride, "channels": channels}
     with pytest.raises(PipelineError, match="leaves no spatial output") as exc:
-        CNNConfig(kernel_size=kernel_size, stride=stride, channels=channels)
+        params.split_cnn(flat)
     assert "\n" not in str(exc.value) and "use a smaller kernel_size or stride" in str(exc.value)
 
 
-def test_config_defaults_are_the_baseline_of_params_yaml():
+def test_configs_have_no_defaults_of_their_own():
+    """params.yaml is the one place for the baseline's values: the configs declare types and ranges only."""
+    assert all(f.is_required() for f in CNNConfig.model_fields.values())
+    assert all(f.is_required() for f in DAEConfig.model_fields.values())
+
+
+def test_split_cnn_separates_architecture_from_training():
     raw = yaml.safe_load(PARAMS_YAML.read_text())
-    config, rest = CNNConfig.split({**raw, **raw["recipe"]})
-    assert config == CNNConfig()
-    assert "lr" in rest and "weight_decay" in rest and "channels" not in rest and "dropout" not in rest
-    dae, rest = DAEConfig.split(raw["train_dae"])
-    assert dae == DAEConfig() and set(rest) == set(raw["train_dae"]) - {"width", "skips"}
+    p = params.validate(raw)
+    config, training = params.split_cnn({**p.baseline(), **raw["recipe"]})
+    assert config == p.cnn_config() and training == p.cnn_training()
+    with pytest.raises(PipelineError, match="unknown CNN hyperparameters width"):
+        params.split_cnn({**p.baseline(), **raw["recipe"], "width": 8})
 
 
 def test_config_from_a_list_equals_one_from_a_tuple():
-    a, b = CNNConfig(channels=[4, 8]), CNNConfig(channels=(4, 8))
+    a, b = cnn_config(channels=[4, 8]), cnn_config(channels=(4, 8))
     assert a == b and hash(a) == hash(b) and a.channels == (4, 8)
-    assert a.to_dict() == {"kernel_size": 3, "stride": 1, "dropout": 0.25, "channels": [4, 8],
-                           "convs_per_block": 1, "hidden": 128, "batchnorm": True}
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    assert a.model_dump(mode="json") == {"kernel_size": 3, "stride": 1, "dropout": 0.25, "channels": [4, 8],
+                                         "convs_per_block": 1, "hidden": 128, "batchnorm": True}
+    with pytest.raises(ValidationError):
         a.hidden = 3  # the model built from a config must keep matching it
 
 
 def test_state_dict_keys_stay_those_of_saved_checkpoints():
-    """Checkpoints written before the configs became dataclasses must still load: same modules, same order."""
-    cnn = models.CNN(CNNConfig(channels=(4, 8), hidden=16)).state_dict()
+    """Saved checkpoints keep loading: the networks' modules, their names and their order stay fixed."""
+    cnn = models.CNN(cnn_config(channels=(4, 8), hidden=16)).state_dict()
     block = ["0.weight"] + [f"2.{n}" for n in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
     head = ["head.2.weight", "head.2.bias", "head.5.weight", "head.5.bias"]
     assert list(cnn) == [f"blocks.{b}.{k}" for b in (0, 1) for k in block] + head
     assert tuple(cnn["head.2.weight"].shape) == (16, 8 * 7 * 7)
-    dae = models.DAE(DAEConfig(width=2)).state_dict()
+    dae = models.DAE(dae_config(width=2)).state_dict()
     convs = [f"{m}.{i}.{p}" for m in ("enc1", "enc2", "mid") for i in (0, 2) for p in ("weight", "bias")]
     assert list(dae)[:len(convs)] == convs
     assert list(dae)[len(convs):] == ["up2.weight", "up2.bias", "dec2.0.weight", "dec2.0.bias", "dec2.2.weight",
@@ -120,7 +128,7 @@ def test_state_dict_keys_stay_those_of_saved_checkpoints():
 @pytest.mark.parametrize("skips", [True, False])
 def test_dae_shape_and_range(skips):
     torch.manual_seed(0)
-    model = models.DAE(DAEConfig(width=4, skips=skips)).eval()
+    model = models.DAE(dae_config(width=4, skips=skips)).eval()
     x = torch.rand(3, 1, 28, 28)
     with torch.no_grad():
         out = model(x)
@@ -150,10 +158,10 @@ def trained_like(model: torch.nn.Module) -> torch.nn.Module:
 def test_checkpoint_round_trip(tmp_path, kind, config):
     torch.manual_seed(0)
     model = trained_like(models.build(kind, config))
-    assert model.config.to_dict() == config
+    assert model.config.model_dump(mode="json") == config
     assert type(model.config) is {"cnn": CNNConfig, "dae": DAEConfig}[kind]
     path = tmp_path / "sub" / f"{kind}.pt"
-    io.save_checkpoint(path, model, kind=kind, config=model.config, meta={"val_acc": 0.5})
+    io.save_checkpoint(path, model, kind=kind, meta={"val_acc": 0.5})
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left
     ckpt = io.load_checkpoint(path, kind=kind, producer="train_x")
     assert ckpt["kind"] == kind and ckpt["config"] == config and ckpt["meta"] == {"val_acc": 0.5}
@@ -168,19 +176,20 @@ def test_checkpoint_round_trip(tmp_path, kind, config):
 
 
 def test_checkpoint_weights_not_matching_config(tmp_path):
-    model = models.CNN(CNNConfig(channels=(4, 8), hidden=16))
+    model = models.CNN(cnn_config(channels=(4, 8), hidden=16))
     path = tmp_path / "cnn.pt"
-    io.save_checkpoint(path, model, kind="cnn", config=dataclasses.replace(model.config, channels=(4, 16)))
+    io.save_checkpoint(path, model, kind="cnn")
     ckpt = io.load_checkpoint(path, kind="cnn", producer="train_baseline")
+    ckpt["config"]["channels"] = [4, 16]  # as an edited file would hold
     with pytest.raises(PipelineError, match="weights do not match its config") as exc:
         models.from_checkpoint(ckpt, path=str(path))
     assert str(path) in str(exc.value) and "\n" not in str(exc.value)
 
 
 def test_checkpoint_config_with_unknown_key(tmp_path):
-    model = models.DAE(DAEConfig(width=2))
+    model = models.DAE(dae_config(width=2))
     path = tmp_path / "dae.pt"
-    io.save_checkpoint(path, model, kind="dae", config=model.config)
+    io.save_checkpoint(path, model, kind="dae")
     ckpt = io.load_checkpoint(path, kind="dae", producer="train_dae")
     ckpt["config"]["depth"] = 3  # as an edited file or one of another version would hold
     with pytest.raises(PipelineError, match="does not fit a 'dae' model"):
@@ -188,9 +197,9 @@ def test_checkpoint_config_with_unknown_key(tmp_path):
 
 
 def test_checkpoint_of_a_config_without_spatial_output(tmp_path):
-    model = models.CNN(CNNConfig(channels=(4,), hidden=0))
+    model = models.CNN(cnn_config(channels=(4,), hidden=0))
     path = tmp_path / "cnn.pt"
-    io.save_checkpoint(path, model, kind="cnn", config=model.config)
+    io.save_checkpoint(path, model, kind="cnn")
     ckpt = io.load_checkpoint(path, kind="cnn", producer="train_baseline")
     ckpt["config"]["stride"] = 28
     with pytest.raises(PipelineError, match="leaves no spatial output"):
@@ -198,9 +207,9 @@ def test_checkpoint_of_a_config_without_spatial_output(tmp_path):
 
 
 def test_checkpoint_of_the_wrong_kind(tmp_path):
-    model = models.DAE(DAEConfig(width=2))
+    model = models.DAE(dae_config(width=2))
     path = tmp_path / "dae.pt"
-    io.save_checkpoint(path, model, kind="dae", config=model.config)
+    io.save_checkpoint(path, model, kind="dae")
     with pytest.raises(PipelineError, match="holds a 'dae' model but a 'cnn' model is expected") as exc:
         io.load_checkpoint(path, kind="cnn", producer="train_dae")
     assert "dvc repro train_dae" in str(exc.value)

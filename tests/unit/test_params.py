@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 from pathlib import Path
-from typing import get_type_hints
 
 import pytest
 import yaml
-from pydantic.fields import FieldInfo
 
 from mnistpipe import params
-from mnistpipe.architecture import CNNConfig, DAEConfig
 from mnistpipe.errors import PipelineError
+from mnistpipe.params import CNNConfig, DAEConfig
 
 PARAMS_YAML = Path(__file__).resolve().parents[2] / "params.yaml"
 
@@ -41,11 +38,15 @@ def test_repo_params_are_valid(raw):
     p = params.validate(raw)
     assert p.seed == raw["seed"]
     assert p.dropout == raw["dropout"] and p.kernel_size == raw["kernel_size"]
-    assert p.recipe.channels == raw["recipe"]["channels"]
+    assert p.recipe.channels == tuple(raw["recipe"]["channels"])
     assert set(params.SECTIONS) <= set(raw)
-    section = params.section(p, "train_dae")
-    assert section["seed"] == raw["seed"] and section["width"] == raw["train_dae"]["width"]
-    assert params.cnn_hyperparameters(p) == {k: raw[k] for k in params.CNN_KEYS}
+    assert p.train_dae.width == raw["train_dae"]["width"]
+    assert p.baseline() == {k: raw[k] for k in params.BASELINE_KEYS}
+    # The configs the networks are built from: the same values, in the configs' own types.
+    assert p.cnn_config() == CNNConfig(**{k: raw[k] if k in raw else raw["recipe"][k] for k in CNNConfig.model_fields})
+    assert p.cnn_config().dropout == raw["dropout"] and p.cnn_config().channels == tuple(raw["recipe"]["channels"])
+    assert p.cnn_training() == {k: raw[k] if k in raw else raw["recipe"][k] for k in params.CNN_TRAINING}
+    assert p.dae_config() == DAEConfig(width=raw["train_dae"]["width"], skips=raw["train_dae"]["skips"])
 
 
 def test_validate_does_not_modify_its_input(raw):
@@ -87,7 +88,7 @@ def test_device_is_one_top_level_key(raw):
     assert raw["device"] == "auto"
     for device in ("auto", "cpu", "cuda"):
         assert params.validate({**raw, "device": device}).device == device
-    assert "device" not in params.SECTIONS and "device" not in params.section(params.validate(raw), "train_dae")
+    assert "device" not in params.SECTIONS
     fails(raw, lambda r: r.pop("device"), "missing key 'device'")
     for name in params.SECTIONS:
         fails(raw, lambda r, name=name: r[name].update(device="cpu"), f"unknown key '{name}.device'")
@@ -154,14 +155,12 @@ def test_negative_channels(raw):
     (CNNConfig, (params.Params, params.Recipe)), (DAEConfig, (params.TrainDae,)),
 ])
 def test_architecture_keys_are_checked_with_their_configs_types(config_type, schemas):
-    """The schema checks each config field where params.yaml holds it, with the range the dataclass declares."""
-    declared = get_type_hints(config_type, include_extras=True)
-    for f in dataclasses.fields(config_type):
-        schema = next((s for s in schemas if f.name in s.model_fields), None)
-        assert schema is not None, f"params.yaml has no key for {config_type.__name__}.{f.name}"
-        field = schema.model_fields[f.name]
-        expected = FieldInfo.from_annotation(declared[f.name])
-        assert (field.annotation, field.metadata) == (expected.annotation, expected.metadata), f.name
+    """Each config field has a params.yaml key checked with the same type and range (one declaration)."""
+    for name, expected in config_type.model_fields.items():
+        schema = next((s for s in schemas if name in s.model_fields), None)
+        assert schema is not None, f"params.yaml has no key for {config_type.__name__}.{name}"
+        field = schema.model_fields[name]
+        assert (field.annotation, field.metadata) == (expected.annotation, expected.metadata), name
 
 
 @pytest.mark.parametrize("kernel_size, stride", [(3, 28), (3, 27), (3, 20)])
@@ -174,6 +173,7 @@ def test_kernel_stride_check_counts_the_blocks(raw):
     # stride 16 (first conv only) leaves a 1x1 map after one block (28 -> 2 -> 1) but nothing after two
     ok = copy.deepcopy(raw)
     ok.update(kernel_size=3, stride=16)
+    ok["tune_cnn"]["space"]["stride"] = {"choices": [1, 16]}  # the baseline must stay a trial of the search
     ok["recipe"]["channels"] = [8]
     params.validate(ok)
     ok["recipe"]["channels"] = [8, 16]
@@ -204,7 +204,7 @@ def test_search_space_log_range_needs_positive_low(raw):
     fails(raw, mutate, "tune_cnn.space", "lr", "log range")
 
 
-@pytest.mark.parametrize("key, value", [("dropout", 0), ("lr", 1), ("add_awgn.std", 0)])
+@pytest.mark.parametrize("key, value", [("dropout", 0), ("train_dae.lr", 1), ("add_awgn.std", 0)])
 def test_yaml_int_for_a_float_key_is_accepted(raw, key, value):
     ok = copy.deepcopy(raw)
     if "." in key:
@@ -226,14 +226,14 @@ def test_yaml_text_round_trip(raw):
 
 
 def test_tuned_hyperparameters_refuse_a_config_without_spatial_output(raw):
-    hp = {k: raw[k] for k in params.CNN_KEYS} | raw["recipe"] | {"stride": 28}
+    hp = {k: raw[k] for k in params.BASELINE_KEYS} | raw["recipe"] | {"stride": 28}
     with pytest.raises(PipelineError, match="best.json: kernel_size=3 with stride=28 leaves no spatial output") as exc:
         params.tuned_hyperparameters({"hyperparameters": hp}, source="best.json")
     assert str(exc.value).endswith("rerun `dvc repro tune_cnn`")
 
 
 def test_tuned_hyperparameters_accepts_a_complete_file_and_refuses_an_edited_one(raw):
-    hp = {k: raw[k] for k in params.CNN_KEYS} | raw["recipe"]
+    hp = {k: raw[k] for k in params.BASELINE_KEYS} | raw["recipe"]
     assert params.tuned_hyperparameters({"hyperparameters": hp}, source="best.json") == hp
     for bad in ({}, [], {"hyperparameters": {**hp, "extra": 1}}, {"hyperparameters": {"lr": 0.1}}):
         with pytest.raises(PipelineError, match="best.json does not hold the expected hyperparameters"):
@@ -251,6 +251,7 @@ def test_one_recipe_for_baseline_and_search(raw):
     # The spatial check reads the shared recipe: one block makes stride 16 possible, as it should.
     ok = copy.deepcopy(raw)
     ok.update(stride=16)
+    ok["tune_cnn"]["space"]["stride"] = {"choices": [1, 16]}
     fails(ok, lambda r: None, "stride=16", "no spatial output")
     ok["recipe"]["channels"] = [8]
     assert params.validate(ok).stride == 16
@@ -289,6 +290,14 @@ def test_sampler_and_old_pruner_key(raw):
     fails(raw, lambda r: r["tune_cnn"].update(pruner_warmup_epochs=1), "unknown key 'tune_cnn.pruner_warmup_epochs'")
 
 
+def test_the_baseline_must_be_a_trial_of_the_search(raw):
+    """Trial 0 of the search is the baseline: a baseline outside the space is refused by the schema, in one line
+    that names the key, the space and both fixes."""
+    fails(raw, lambda r: r.update(kernel_size=7), "the baseline's kernel_size=7 lies outside "
+          "tune_cnn.space.kernel_size (choices [3, 5])", "widen tune_cnn.space.kernel_size or change kernel_size")
+    fails(raw, lambda r: r.update(lr=0.05), "the baseline's lr=0.05 lies outside tune_cnn.space.lr (range")
+
+
 def _set(path: str, value):
     def mutate(raw: dict) -> None:
         node = raw
@@ -319,3 +328,10 @@ def test_an_absurd_learning_rate_is_refused_by_its_range(raw, key):
 def test_yaml_inf_spelling_reaches_the_check(raw):
     text = yaml.safe_dump(raw).replace("\nlr: 0.003\n", "\nlr: .inf\n")
     fails(yaml.safe_load(text), lambda r: None, "'lr'", "finite")
+
+
+def test_hyperband_min_resource_must_fit_the_epochs_of_the_space(raw):
+    def mutate(r):
+        r["tune_cnn"]["pruner"] = {"kind": "hyperband", "min_resource": 9, "reduction_factor": 3}
+
+    fails(raw, mutate, "'tune_cnn.pruner'", "min_resource (9) exceeds the most epochs a trial runs")

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from fitting import cnn_config
 from matplotlib.figure import Figure
 
 from mnistpipe import models, plots
-from mnistpipe.architecture import CNNConfig
 from mnistpipe.errors import PipelineError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -45,7 +45,7 @@ def labels() -> torch.Tensor:
 @pytest.fixture(scope="module")
 def cnn() -> models.CNN:
     torch.manual_seed(0)
-    return models.CNN(CNNConfig(channels=(4, 8), hidden=0)).eval()
+    return models.CNN(cnn_config(channels=(4, 8), hidden=0)).eval()
 
 
 def test_label_distribution(labels):

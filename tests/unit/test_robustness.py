@@ -158,8 +158,8 @@ def test_mismatched_labels_and_missing_autoencoder(digits, classifier):
                                           ([0.2, 0.2], "repeat"), (0.3, "valid list")])
 def test_params_schema_refuses_a_bad_std_list(stds, needle):
     raw = yaml.safe_load(PARAMS_YAML.read_text())
-    good = params.section(params.validate(copy.deepcopy(raw)), "robustness")
-    assert good["stds"] and all(s >= 0 for s in good["stds"])
+    good = params.validate(copy.deepcopy(raw)).robustness
+    assert good.stds and all(s >= 0 for s in good.stds)
     raw["robustness"]["stds"] = stds
     with pytest.raises(PipelineError) as exc:
         params.validate(raw)
