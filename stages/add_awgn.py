@@ -4,7 +4,7 @@ import torch
 
 from common import METRICS, NOISY_TEST, NOISY_TRAIN, TEST, TRAIN, load_data, load_params
 from mnistpipe import io, noise, tensors
-from mnistpipe.errors import run_stage
+from mnistpipe.runner import run_stage
 
 
 def main() -> None:

@@ -12,7 +12,8 @@ from common import (
     load_split,
 )
 from mnistpipe import io, models, noise, tensors, train
-from mnistpipe.errors import PipelineError, run_stage
+from mnistpipe.errors import PipelineError
+from mnistpipe.runner import run_stage
 
 
 def main() -> None:

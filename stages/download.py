@@ -3,7 +3,7 @@ and int64 labels."""
 
 from common import METRICS, RAW, TEST, TRAIN, load_params
 from mnistpipe import data, io
-from mnistpipe.errors import run_stage
+from mnistpipe.runner import run_stage
 
 
 def main() -> None:

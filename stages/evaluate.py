@@ -4,7 +4,7 @@ from pathlib import Path
 
 from common import CHECKPOINTS, DENOISED_TEST, METRICS, NOISY_TEST, PRODUCERS, TEST, load_params, load_split
 from mnistpipe import datasets, evaluate, io, models, tensors, tracking, train
-from mnistpipe.errors import run_stage
+from mnistpipe.runner import run_stage
 
 TEST_SETS = {"clean": (TEST, "download"), "noisy": (NOISY_TEST, "add_awgn"), "denoised": (DENOISED_TEST, "denoise")}
 # Result name -> (checkpoint, test set). The clean model on noisy/denoised images shows what denoising buys

@@ -2,7 +2,7 @@
 
 from common import CHECKPOINTS, METRICS, PLOTS, PRODUCERS, TEST, load_params, load_split
 from mnistpipe import io, models, plots, robustness, train
-from mnistpipe.errors import run_stage
+from mnistpipe.runner import run_stage
 
 # Method -> (checkpoint of its classifier, whether the autoencoder denoises the images first), and its legend.
 METHODS = {"clean_cnn": ("tuned", False), "noisy_cnn": ("noisy", False),

@@ -2,7 +2,7 @@
 
 from common import CHECKPOINTS, METRICS, TRAIN, load_params, load_split
 from mnistpipe import io, models, tracking, train
-from mnistpipe.errors import run_stage
+from mnistpipe.runner import run_stage
 
 
 def main() -> None:

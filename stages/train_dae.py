@@ -4,7 +4,7 @@ import torch
 
 from common import CHECKPOINTS, METRICS, NOISY_TRAIN, TRAIN, load_params, load_split
 from mnistpipe import io, models, noise, tensors, tracking, train
-from mnistpipe.errors import run_stage
+from mnistpipe.runner import run_stage
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Train the tuned CNN configuration on the noisy training images (clean labels)."""
 
 from common import NOISY_TRAIN, train_tuned_on
-from mnistpipe.errors import run_stage
+from mnistpipe.runner import run_stage
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import time
 
 from common import BEST_CONFIG, CHECKPOINTS, METRICS, PLOTS, TRAIN, load_params, load_split
 from mnistpipe import io, models, params, tracking, train, tune, tune_worker
-from mnistpipe.errors import run_stage
+from mnistpipe.runner import run_stage
 
 
 def main() -> None:

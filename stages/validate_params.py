@@ -1,7 +1,7 @@
 """Check all of params.yaml (dvc.yaml makes this stage depend on the whole file, so any edit reruns it)."""
 
 from common import load_params
-from mnistpipe.errors import run_stage
+from mnistpipe.runner import run_stage
 
 
 def main() -> None:

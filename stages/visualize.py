@@ -14,7 +14,8 @@ from common import (
     read_checked_json,
 )
 from mnistpipe import datasets, evaluate, io, models, noise, plots
-from mnistpipe.errors import PipelineError, run_stage
+from mnistpipe.errors import PipelineError
+from mnistpipe.runner import run_stage
 
 N_SAMPLES, N_DENOISED = 40, 10  # test images in samples.png; columns of denoising.png
 # Comparison bars: label -> (evaluate result, training stages whose train_seconds add up to its cost).

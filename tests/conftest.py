@@ -42,8 +42,9 @@ TIMINGS: dict[str, float] = {}
 # a git or dvc variable would point the commands at the wrong repository, a mirror variable other than
 # MNIST_MIRROR would add a mirror behind the one a test breaks on purpose).
 _SCRUB = ("MNISTPIPE_TRACEBACK", "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "DVC_EXP_NAME", "DVC_ROOT",
-          "DVC_EXP_BASELINE_REV", "DVC_STAGE", "MNIST_MIRROR_ONLY", "DATASET_MIRROR", "DATASET_MIRROR_ONLY",
-          "FASHION_MNIST_MIRROR", "FASHION_MNIST_MIRROR_ONLY", "KMNIST_MIRROR", "KMNIST_MIRROR_ONLY")
+          "DVC_EXP_BASELINE_REV", "DVC_STAGE", "MNISTPIPE_PAUSE_BEFORE_COMMIT", "MNIST_MIRROR_ONLY",
+          "DATASET_MIRROR", "DATASET_MIRROR_ONLY", "FASHION_MNIST_MIRROR", "FASHION_MNIST_MIRROR_ONLY",
+          "KMNIST_MIRROR", "KMNIST_MIRROR_ONLY")
 
 # Values of the tiny run, by key path; a key is only set where params.yaml already has it.
 TINY = {
@@ -173,6 +174,19 @@ def stage_env(repo: Path | None = None, extra: dict[str, str] | None = None) -> 
                                                           env.get("PYTHONPATH", "")]))
     env.update(extra or {})
     return env
+
+
+# The fault-injection hook (a sitecustomize) that pauses a process right before it renames its outputs.
+PAUSE_HOOK = REPO_ROOT / "tests" / "hooks" / "pause_before_commit"
+PAUSE_ENV = "MNISTPIPE_PAUSE_BEFORE_COMMIT"
+
+
+def pause_env(repo: Path | None, marker: Path) -> dict[str, str]:
+    """Extra environment that makes a stage (run in `repo`, or any process when None) write `marker` and sleep
+    right before it renames an output (see tests/hooks/pause_before_commit/sitecustomize.py)."""
+    first = [str(Path(repo).resolve() / "src")] if repo is not None else []
+    return {PAUSE_ENV: str(marker), "PYTHONPATH": os.pathsep.join(filter(None, [*first, str(PAUSE_HOOK),
+                                                                                os.environ.get("PYTHONPATH")]))}
 
 
 def pipeline_threads() -> dict[str, str]:

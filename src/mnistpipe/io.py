@@ -4,10 +4,6 @@ Every writer goes through `atomic_path` (or `atomic_dir` for a folder): the outp
 name in the same directory and renamed into place only when complete, so a crash never leaves a file that looks
 finished. Inside a `transaction.transaction()` (every stage runs in one) the renames wait until the stage ends
 and happen together, so a stage's outputs change together or not at all.
-
-Test-only hook: MNISTPIPE_TEST_PAUSE_BEFORE_COMMIT=<file> makes the process write <file> (the outputs about to
-be replaced, one per line) and sleep right before it renames anything, so a test can kill it in that window;
-see `transaction.pause_before_commit`. Never set it outside the tests.
 """
 
 from __future__ import annotations
@@ -76,8 +72,6 @@ def _temp_beside(path: Path, *, directory: bool) -> Path:
 
 def _swap_in(tmp: Path, path: Path, *, directory: bool, txn: transaction.Transaction | None) -> None:
     """Rename the finished `tmp` onto `path` now (no transaction, or `path` lies inside a pending temporary)."""
-    if txn is None:  # inside a transaction, its commit announces the outputs
-        transaction.pause_before_commit([path])
     try:
         if not directory:
             os.replace(tmp, path)

@@ -4,13 +4,8 @@
 is renamed onto the target as soon as its block ends. Inside one the rename waits until the transaction's block
 ends without an exception; the commit then renames every output in the order they were finished, keeping each
 previous version aside as `.NAME.old` until all are in place. If any rename fails, every output already renamed
-is put back to its previous version, so a stage's outputs change together or not at all. `errors.run_stage`
+is put back to its previous version, so a stage's outputs change together or not at all. `runner.run_stage`
 opens a transaction around every stage.
-
-Test-only hook: when the environment variable MNISTPIPE_TEST_PAUSE_BEFORE_COMMIT names a file, the process
-writes that file (the final output paths about to be replaced, one per line) right before it renames anything,
-then sleeps for an hour, so a test can kill it in the window where every temporary is written and nothing is
-renamed. Outside a transaction the hook fires before the single rename. Never set it outside the tests.
 """
 
 from __future__ import annotations
@@ -21,15 +16,11 @@ import os
 import shutil
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import PipelineError, describe_os_error
-
-PAUSE_ENV = "MNISTPIPE_TEST_PAUSE_BEFORE_COMMIT"
-PAUSE_SECONDS = 3600
 
 # A context variable, not a plain global: each thread (and each asyncio task) sees only its own transaction.
 _CURRENT: contextvars.ContextVar[Transaction | None] = contextvars.ContextVar("mnistpipe_transaction",
@@ -47,21 +38,6 @@ def remove(path: Path) -> None:
 def old_path(path: Path) -> Path:
     """Where the previous version of `path` waits while a new one is renamed in."""
     return path.with_name(f".{path.name}.old")
-
-
-def pause_before_commit(paths: list[Path]) -> None:
-    """The test-only hook (see the module docstring): announce the outputs about to be replaced, then sleep."""
-    marker = os.environ.get(PAUSE_ENV, "")
-    if not marker:
-        return
-    part = f"{marker}.{os.getpid()}.part"
-    # Written under another name and renamed, so a test polling for the file never reads half of it.
-    with open(part, "w", encoding="utf-8") as f:
-        f.write("".join(f"{p}\n" for p in paths))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(part, marker)
-    time.sleep(PAUSE_SECONDS)
 
 
 @contextlib.contextmanager
@@ -146,7 +122,6 @@ class Transaction:
         if not self.pending:
             self.committed = True
             return
-        pause_before_commit([Path(p.shown) for p in self.pending])
         with signals_deferred():
             current = None
             try:

@@ -3,7 +3,8 @@
 Four stages (train_baseline, train_dae, denoise, visualize) are killed, directly (`python stages/X.py`) and under
 `dvc repro --force --single-item X`, eleven times in all. Each kill is aimed at one of two windows:
 
-- "commit": the test hook MNISTPIPE_TEST_PAUSE_BEFORE_COMMIT=<marker> makes the stage write <marker> (the outputs
+- "commit": the test hook (tests/hooks/pause_before_commit, MNISTPIPE_PAUSE_BEFORE_COMMIT=<marker>) makes the
+  stage write <marker> (the outputs
   about to be replaced) and sleep right before it renames its finished temporaries into place; the test waits for
   the marker and kills the process group there.
 - "random": a seeded random time inside the stage's computation, from its first temporary (training and its
@@ -35,7 +36,6 @@ import sys
 import time
 from pathlib import Path
 
-PAUSE_ENV = "MNISTPIPE_TEST_PAUSE_BEFORE_COMMIT"
 KILLED = ("train_baseline", "train_dae", "denoise", "visualize")
 # (stage, how, aim). Direct kills first, while the planted previous versions are in place; then kills under dvc
 # (which deletes a stage's outputs before running it), downstream first, so each stage still finds its inputs.
@@ -149,7 +149,7 @@ def _kill_once(helpers, repo: Path, stage: str, how: str, aim: str, *, marker: P
     args = ([sys.executable, "-m", "dvc", "repro", "--force", "--single-item", stage] if how == "dvc"
             else [sys.executable, f"stages/{stage}.py"])
     with open(log, "wb") as err:
-        proc = subprocess.Popen(args, cwd=repo, env=helpers.stage_env(repo, {PAUSE_ENV: str(marker)}),
+        proc = subprocess.Popen(args, cwd=repo, env=helpers.stage_env(repo, helpers.pause_env(repo, marker)),
                                 stdout=err, stderr=subprocess.STDOUT, start_new_session=True)
     t_start = time.monotonic()
     t_first = kill_at = None

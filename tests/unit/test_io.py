@@ -337,12 +337,12 @@ print("renamed")
 
 
 @pytest.mark.parametrize("mode", ["transaction", "single"])
-def test_pause_hook_fires_with_nothing_renamed(tmp_path, mode):
-    """MNISTPIPE_TEST_PAUSE_BEFORE_COMMIT: the marker lists the outputs while every temporary is written and no
-    output is renamed yet; a SIGKILL then leaves the previous outputs as they were."""
+def test_pause_hook_fires_with_nothing_renamed(tmp_path, mode, helpers):
+    """The pause hook of the kill tests (tests/hooks/pause_before_commit): the marker lists the outputs while every
+    temporary is written and no output is renamed yet; a SIGKILL then leaves the previous outputs as they were."""
     (tmp_path / "a.json").write_text("old a")
     marker = tmp_path / "paused"
-    env = {**os.environ, transaction.PAUSE_ENV: str(marker)}
+    env = {**os.environ, **helpers.pause_env(None, marker)}
     proc = subprocess.Popen([sys.executable, "-c", PAUSE_SCRIPT, mode], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

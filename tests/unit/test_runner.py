@@ -1,4 +1,4 @@
-"""mnistpipe.errors.run_stage: user errors are one line and exit 2; bugs keep their traceback."""
+"""mnistpipe.runner.run_stage: user errors are one line and exit 2; bugs keep their traceback."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from mnistpipe import errors as errors_module
 from mnistpipe import io
-from mnistpipe.errors import TRACEBACK_ENV, PipelineError, describe_os_error, run_stage
+from mnistpipe import runner as runner_module
+from mnistpipe.errors import PipelineError, describe_os_error
+from mnistpipe.runner import TRACEBACK_ENV, run_stage
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,7 +86,8 @@ def test_traceback_flag(clean_env, monkeypatch, capsys):
 
 SCRIPT = """
 import sys
-from mnistpipe.errors import PipelineError, run_stage
+from mnistpipe.errors import PipelineError
+from mnistpipe.runner import run_stage
 
 def main():
     if sys.argv[1] == "user":
@@ -233,9 +235,9 @@ class _Resource:
 @pytest.mark.parametrize("platform, mib", [("linux", 3 * 1024), ("darwin", 3)])
 def test_peak_memory_units(monkeypatch, platform, mib):
     """ru_maxrss counts KiB on Linux but bytes on macOS; both must come out in MiB."""
-    monkeypatch.setattr(errors_module, "resource", _Resource)
+    monkeypatch.setattr(runner_module, "resource", _Resource)
     monkeypatch.setattr(sys, "platform", platform)
-    assert errors_module.peak_memory_mib() == mib
+    assert runner_module.peak_memory_mib() == mib
 
 
 def test_peak_memory_without_resource_asks_psutil(monkeypatch):
@@ -244,17 +246,17 @@ def test_peak_memory_without_resource_asks_psutil(monkeypatch):
         def memory_info(self):
             return types.SimpleNamespace(peak_wset=5 * 2**20)
 
-    monkeypatch.setattr(errors_module, "resource", None)
+    monkeypatch.setattr(runner_module, "resource", None)
     monkeypatch.setitem(sys.modules, "psutil", types.SimpleNamespace(Process=Process))
-    assert errors_module.peak_memory_mib() == 5
+    assert runner_module.peak_memory_mib() == 5
 
 
 def test_stages_run_where_the_resource_module_does_not_exist():
-    """Every stage imports mnistpipe.errors: without `resource` (Windows) it must import and report success."""
+    """Every stage imports mnistpipe.runner: without `resource` (Windows) it must import and report success."""
     code = ("import sys; sys.modules['resource'] = None; sys.argv = ['stage.py']\n"
-            "from mnistpipe import errors\n"
-            "assert errors.resource is None\n"
-            "errors.run_stage(lambda: None)\n")
+            "from mnistpipe import runner\n"
+            "assert runner.resource is None\n"
+            "runner.run_stage(lambda: None)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")})
     assert done.returncode == 0, done.stderr
