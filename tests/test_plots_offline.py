@@ -97,7 +97,7 @@ def chromium_dom(page: Path, tmp_path: Path, *, proxy: str = "http://127.0.0.1:9
             "--no-first-run",
             f"--user-data-dir={tmp_path / 'chromium-profile'}",
             # No network: every host name fails to resolve and every other request goes to a closed port.
-            "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # the proxy below stays reachable
             f"--proxy-server={proxy}",
             "--virtual-time-budget=5000",
             "--dump-dom",
