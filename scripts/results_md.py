@@ -14,8 +14,8 @@ command makes it):
       ...dvc's output, with each stage's own line `<stage>: done in <S> s, peak memory <M> MiB`...
       WALL_SECONDS=<n>        the whole `dvc repro`'s wall-clock seconds, after it ends
 
-It also puts the benchmark's printed table between README.md's `<!-- bench:start -->` / `<!-- bench:end -->`
-markers. `--check` changes nothing and exits with status 1 when RESULTS.md or that README table differs from what
+It also puts the benchmark's printed table between docs/benchmark.md's `<!-- bench:start -->` / `<!-- bench:end -->`
+markers. `--check` changes nothing and exits with status 1 when RESULTS.md or that table differs from what
 these files give (tests/test_bench.py runs the same comparison).
 """
 
@@ -209,11 +209,12 @@ def render(root: Path = ROOT) -> str:
 
 
 README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+DOC = "docs/benchmark.md"  # the page that shows the benchmark's table
 
 
 def readme_with_bench(readme: str, root: Path = ROOT) -> str:
-    """README text with the benchmark's printed table (`bench.format_table` of the committed JSON) between its
-    bench markers, so the README carries the same numbers as RESULTS.md."""
+    """docs/benchmark.md's text with the benchmark's printed table (`bench.format_table` of the committed JSON)
+    between its bench markers, so the page carries the same numbers as RESULTS.md."""
     from mnistpipe import bench
 
     path = root / "benchmarks" / BENCH
@@ -221,7 +222,7 @@ def readme_with_bench(readme: str, root: Path = ROOT) -> str:
              else f"No benchmarks/{BENCH} yet: run `python -m mnistpipe.bench --json benchmarks/{BENCH}`.")
     pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
     if not pattern.search(readme):
-        raise SystemExit(f"README.md has no {README_START} ... {README_END} section; add the two markers")
+        raise SystemExit(f"{DOC} has no {README_START} ... {README_END} section; add the two markers")
     return pattern.sub(lambda _: f"{README_START}\n{block}\n{README_END}", readme)
 
 
@@ -230,8 +231,8 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 if RESULTS.md is stale")
     args = parser.parse_args(argv)
     text, target = render(ROOT), ROOT / "benchmarks" / RESULTS
-    # The README's benchmark table too, where there is a README (a test's temporary tree may have none).
-    readme = ROOT / "README.md"
+    # The benchmark page's table too, where there is one (a test's temporary tree may have none).
+    readme = ROOT / DOC
     old_readme = readme.read_text() if readme.exists() else None
     new_readme = None if old_readme is None else readme_with_bench(old_readme, ROOT)
     if args.check:
@@ -240,7 +241,7 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 1
         if new_readme != old_readme:
-            print("README.md's benchmark table differs from the JSON; run python scripts/results_md.py",
+            print(f"{DOC}'s benchmark table differs from the JSON; run python scripts/results_md.py",
                   file=sys.stderr)
             return 1
         return 0
@@ -248,7 +249,7 @@ def main(argv=None) -> int:
     print(f"wrote {target.relative_to(ROOT)}")
     if new_readme is not None and new_readme != old_readme:
         readme.write_text(new_readme)
-        print("wrote README.md's benchmark table")
+        print(f"wrote {DOC}'s benchmark table")
     return 0
 
 

@@ -3,7 +3,7 @@
 # run them with `dvc queue start -j JOBS`, wait, and print the markdown table of `python -m mnistpipe.seedgrid`.
 #
 #   scripts/seed_grid.sh                                     # 5 seeds x dropout 0 / 0.25 of train_baseline, -j 2
-#   README=README.md scripts/seed_grid.sh                    # also write the table into README.md's seedgrid block
+#   README=docs/seed-grid.md scripts/seed_grid.sh            # also write the table into docs/seed-grid.md's seedgrid block
 #   SEEDS=0,1 DROPOUTS=0,0.5 JOBS=1 scripts/seed_grid.sh     # another grid
 #
 # Run it from the root of a committed, reproduced checkout (the queue runs the committed state). Only the

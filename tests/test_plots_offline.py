@@ -80,14 +80,11 @@ def dvc(*args: str, cwd: Path) -> None:
     run(sys.executable, "-m", "dvc", *args, cwd=cwd)
 
 
-def render_offline(page: Path, tmp_path: Path) -> dict:
-    """Load `page` (plus PROBE) in headless Chromium with every network request refused; return PROBE's result."""
-    text = page.read_text(encoding="utf-8")
-    ids = re.findall(r"vegaEmbed\('#([\w-]+)'", text)
-    probed = page.with_name("probed.html")  # same folder, so the page's relative static/ links still resolve
-    head, body_end, tail = text.rpartition("</body>")  # the last one: the inlined bundle has "</body>" strings
-    probed.write_text(head + PROBE.replace("IDS", json.dumps(ids)) + body_end + tail, encoding="utf-8")
-    dom = subprocess.run(
+def chromium_dom(page: Path, tmp_path: Path, *, proxy: str = "http://127.0.0.1:9") -> str:
+    """The DOM of `page` after loading it in headless Chromium with no network: every host name fails to resolve and
+    every other request goes to `proxy` (by default a closed port; `--dump-dom`, after a virtual-time budget for
+    scripts to run)."""
+    return subprocess.run(
         [
             CHROMIUM,
             "--headless",
@@ -100,16 +97,26 @@ def render_offline(page: Path, tmp_path: Path) -> dict:
             "--no-first-run",
             f"--user-data-dir={tmp_path / 'chromium-profile'}",
             # No network: every host name fails to resolve and every other request goes to a closed port.
-            "--host-resolver-rules=MAP * ~NOTFOUND",
-            "--proxy-server=http://127.0.0.1:9",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # the proxy below stays reachable
+            f"--proxy-server={proxy}",
             "--virtual-time-budget=5000",
             "--dump-dom",
-            probed.as_uri(),
+            page.as_uri(),
         ],
         capture_output=True,
         text=True,
         timeout=60,
     ).stdout
+
+
+def render_offline(page: Path, tmp_path: Path) -> dict:
+    """Load `page` (plus PROBE) in headless Chromium with every network request refused; return PROBE's result."""
+    text = page.read_text(encoding="utf-8")
+    ids = re.findall(r"vegaEmbed\('#([\w-]+)'", text)
+    probed = page.with_name("probed.html")  # same folder, so the page's relative static/ links still resolve
+    head, body_end, tail = text.rpartition("</body>")  # the last one: the inlined bundle has "</body>" strings
+    probed.write_text(head + PROBE.replace("IDS", json.dumps(ids)) + body_end + tail, encoding="utf-8")
+    dom = chromium_dom(probed, tmp_path)
     found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
     assert found, f"the probe did not report; page DOM starts with: {dom[:500]!r}"
     result = json.loads(html.unescape(found.group(1)))

@@ -1,6 +1,6 @@
 """README's seed-averaged comparison, for real on the tiny pipeline: `scripts/seed_grid.sh` queues a 2-seed x
 2-dropout grid of `train_baseline` with one `dvc exp run --queue -S seed=0,1 -S dropout=0,0.25`, runs it with
-`dvc queue start -j 2`, waits and tabulates with `python -m mnistpipe.seedgrid` into README's seedgrid block.
+`dvc queue start -j 2`, waits and tabulates with `python -m mnistpipe.seedgrid` into docs/seed-grid.md's seedgrid block.
 The table is checked against the metrics each experiment committed, read straight from its git ref.
 """
 
@@ -38,7 +38,7 @@ def _stop_queue(helpers, repo: Path) -> None:
 
 def test_seed_grid_script_queues_the_product_and_tabulates_it(repo_copy, helpers):
     repo = repo_copy
-    env = {"SEEDS": "0,1", "DROPOUTS": "0,0.25", "README": "README.md", "OMP_NUM_THREADS": "1",
+    env = {"SEEDS": "0,1", "DROPOUTS": "0,0.25", "README": "docs/seed-grid.md", "OMP_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1"}
     t0 = time.perf_counter()
     try:
@@ -66,5 +66,5 @@ def test_seed_grid_script_queues_the_product_and_tabulates_it(repo_copy, helpers
         assert cells == [f"{dropout:g}", "2", "0, 1", f"{mean:.2f} ± {std:.2f}"], (row, values)
     assert len(rows) == 3 and "Left out" not in proc.stdout
     assert "dropout=0.25 vs dropout=0, metrics/train_baseline/metrics.json:val_acc: " in proc.stdout
-    readme = (repo / "README.md").read_text()
-    assert proc.stdout.strip() in readme and "not run yet" not in readme
+    page = (repo / "docs" / "seed-grid.md").read_text()
+    assert proc.stdout.strip() in page and "not run yet" not in page

@@ -20,7 +20,7 @@ import pytest
 from mnistpipe import seedgrid
 from mnistpipe.errors import PipelineError
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+SEED_GRID_DOC = Path(__file__).resolve().parents[2] / "docs" / "seed-grid.md"
 METRICS = "metrics/train_baseline/metrics.json"
 BASE = {"seed": 0, "dropout": 0.25, "lr": 0.003, "train_baseline": {"channels": [16, 32, 64], "hidden": 128}}
 
@@ -178,11 +178,10 @@ def test_replace_block_and_the_readme_section():
     assert seedgrid.replace_block(text, "| t |\n") == f"a\n{seedgrid.START}\n| t |\n{seedgrid.END}\nb\n"
     with pytest.raises(PipelineError, match="needs one"):
         seedgrid.replace_block("no markers", "x")
-    readme = README.read_text()
-    assert readme.count(seedgrid.START) == 1 and readme.count(seedgrid.END) == 1
-    section = readme.split("### Seed-averaged comparisons", 1)[1].split("\n## ", 1)[0]
+    section = SEED_GRID_DOC.read_text()
+    assert section.count(seedgrid.START) == 1 and section.count(seedgrid.END) == 1
     for needed in ("dvc exp run --queue -S seed=0,1,2,3,4 -S dropout=0,0.25 train_baseline", "dvc queue start -j 2",
-                   "python -m mnistpipe.seedgrid", "scripts/seed_grid.sh", "Welch"):
+                   "python -m mnistpipe.lab.seedgrid", "scripts/seed_grid.sh", "Welch"):
         assert needed in section, needed
 
 

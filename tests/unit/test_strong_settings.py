@@ -1,4 +1,5 @@
-"""README's strong-settings line: `dvc exp run -S` must accept every override and the result must pass the schema."""
+"""docs/gpu.md's strong-settings line: `dvc exp run -S` must accept every override and the result must pass the
+schema."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def strong_overrides() -> list[str]:
-    block = re.search(r"<!-- strong:start -->\s*```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    assert block, "README lost its strong-settings block"
+    block = re.search(r"<!-- strong:start -->\s*```bash\n(.*?)```", (ROOT / "docs" / "gpu.md").read_text(), re.S)
+    assert block, "docs/gpu.md lost its strong-settings block"
     words = shlex.split(block.group(1).replace("\\\n", " "))
     assert words[:3] == ["dvc", "exp", "run"]
     return [words[i + 1] for i, w in enumerate(words) if w == "-S"]

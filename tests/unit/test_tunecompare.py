@@ -92,7 +92,7 @@ def test_spread_sentence_says_whether_the_difference_exceeds_the_seeds():
 
 def test_params_use_the_setup_the_committed_comparison_chose():
     """params.yaml's sampler, pruner, budget and search match benchmarks/tuning-compare.json, whose chosen setup
-    (the one whose winner beat the enqueued baseline most often) is what the README reports."""
+    (the one whose winner beat the enqueued baseline most often) is what benchmarks/RESULTS.md reports."""
     import yaml
 
     root = PARAMS.parent

@@ -1,0 +1,210 @@
+"""The study as a document: the original report's sections, in its order, filled from one run's metrics and figures.
+
+Pure functions, no paths of the repository and no params.yaml: `stages/report.py` reads the metrics files, the
+figures and the few params the text names, and passes them in as dicts. `study_context` checks and arranges them;
+`render_markdown` fills the Jinja2 template `templates/study.md.j2` (the numbers are formatted, and every sentence
+that states a conclusion is chosen, in the template from those numbers); `render_html` turns the same Markdown,
+with the figures as base64 data URIs, into one self-contained page (markdown-it-py, then `templates/study.html.j2`).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jinja2
+from markdown_it import MarkdownIt
+
+from .errors import PipelineError
+from .report import REPORT
+
+# The section headings, in the original report's order (the template writes them; the tests look for them).
+SECTIONS = (
+    "Data exploration",
+    "The CNN and its feature maps",
+    "Baseline CNN",
+    "Hyperparameter tuning",
+    "Dropout on and off",
+    "Noise",
+    "CNN trained on noisy images",
+    "The denoising autoencoder",
+    "t-SNE",
+    "CNN trained on denoised images",
+    "Accuracy and training time",
+    "Noise robustness",
+    "The original report's numbers beside ours",
+)
+# Every figure the document shows, by name: plots/<name>.png.
+FIGURES = ("label_distribution", "samples", "feature_maps_conv1", "feature_maps_conv2", "misclassified",
+           "tune_cnn/optimization_history", "tune_cnn/param_importances", "tune_cnn/parallel_coordinate",
+           "noisy_example", "denoising", "tsne", "comparison", "confusion_matrices", "robustness")
+# The evaluate results the document reads, and the training stage whose metrics belong to each model.
+MODELS = {"baseline": "train_baseline", "tuned": "tune_cnn", "noisy": "train_on_noisy", "denoised": "train_on_denoised"}
+RESULTS = (*MODELS, "tuned_on_noisy", "tuned_on_denoised")
+ROBUSTNESS = {"clean_cnn": "clean-trained CNN", "noisy_cnn": "noisy-trained CNN",
+              "dae_clean_cnn": "autoencoder + clean-trained CNN",
+              "dae_denoised_cnn": "autoencoder + denoised-trained CNN"}
+CURVES = ("val_acc", "train_loss", "val_loss")  # per-epoch columns written by dvclive
+SIX = ("kernel_size", "stride", "dropout", "lr", "epochs", "batch_size")
+TEMPLATE_PACKAGE = "mnistpipe"
+
+
+def _number(obj: Mapping, dotted: str, source: str) -> float:
+    node: Any = obj
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    if isinstance(node, bool) or not isinstance(node, (int, float)) or not math.isfinite(node):
+        raise PipelineError(f"{source} has no finite number at '{dotted}'")
+    return node
+
+
+def report_number(text: str | None) -> float | None:
+    """The leading percentage of one of the original report's quoted numbers ('98.60%', '98% (report table)') as a
+    fraction, or None ('n/a')."""
+    found = re.match(r"\s*([\d.]+)\s*%", text or "")
+    return float(found.group(1)) / 100 if found else None
+
+
+def _class_rows(report: Mapping, class_names: Sequence[str], source: str) -> list[dict]:
+    rows = []
+    for name in class_names:
+        row = report.get(name)
+        if not isinstance(row, Mapping):
+            raise PipelineError(f"{source} has no row for class {name!r} (of {', '.join(class_names)}); the "
+                                "classification reports are of another dataset: rerun evaluate")
+        rows.append({"name": name, **{k: _number(row, k, source) for k in ("precision", "recall", "f1-score",
+                                                                           "support")}})
+    return rows
+
+
+def _trial_rows(trials: Sequence[Mapping[str, str]]) -> list[dict]:
+    """The search's trials (rows of metrics/tune_cnn_trials.csv) with numbers parsed; unfinished ones dropped."""
+    out = []
+    for t in trials:
+        try:
+            value = float(t["value"]) if t.get("value") not in (None, "") else None
+            row = {"number": int(t["number"]), "value": value, "state": t.get("state", ""),
+                   "baseline": str(t.get("user_attrs_enqueued_baseline", "")).lower() == "true"}
+            for key in SIX:
+                raw = t.get(f"params_{key}", "")
+                row[key] = float(raw) if key in ("dropout", "lr") else int(float(raw))
+        except (KeyError, ValueError) as exc:
+            raise PipelineError(f"the trials table has an unreadable row ({exc}); rerun tune_cnn") from None
+        out.append(row)
+    return out
+
+
+def study_context(metrics: Mapping[str, Any], *, dataset: str, class_names: Sequence[str],
+                  baseline_hyperparameters: Mapping[str, Any], trials: Sequence[Mapping[str, str]],
+                  curves: Mapping[str, Mapping[str, Sequence[float]]], reports: Mapping[str, Mapping],
+                  figures: Mapping[str, Any], seed_grid: str | None = None, original: Mapping = REPORT) -> dict:
+    """Everything the template shows, checked.
+
+    metrics: the parsed metrics files by stage ('download', 'add_awgn', 'denoise', 'evaluate', 'robustness', and
+    'train_baseline', 'tune_cnn', 'train_on_noisy', 'train_dae', 'train_on_denoised' for their metrics.json).
+    reports: evaluate's classification reports (dicts by class name) for `MODELS`. curves: stage -> column ->
+    per-epoch values. trials: rows of the trials table as text. figures: name -> anything true when the figure
+    exists (bytes for the page). seed_grid: the Markdown of a committed seed grid, or None.
+    """
+    names = list(class_names)
+    if len(names) != 10:
+        raise PipelineError(f"expected ten class names for {dataset!r}, got {len(names)}")
+    for stage in ("download", "add_awgn", "denoise", "evaluate", "robustness", "train_dae", *MODELS.values()):
+        if not isinstance(metrics.get(stage), Mapping):
+            raise PipelineError(f"the metrics of {stage} are missing; rerun `dvc repro {stage}`")
+    ev = metrics["evaluate"]
+    for name in RESULTS:
+        _number(ev, f"{name}.accuracy", "metrics/evaluate.json")
+        _number(ev, f"{name}.n_errors", "metrics/evaluate.json")
+    for stage in (*MODELS.values(), "train_dae"):
+        _number(metrics[stage], "train_seconds", f"metrics of {stage}")
+    counts = metrics["download"].get("train_label_counts")
+    if not isinstance(counts, list) or len(counts) != len(names):
+        raise PipelineError("metrics/download.json has no ten train_label_counts; rerun download")
+    rob = []
+    for key, row in metrics["robustness"].items():
+        std = float(key.removeprefix("std_"))
+        accs = {m: _number(row, f"{m}_acc", "metrics/robustness.json") for m in ROBUSTNESS}
+        best = max(accs.values())
+        rob.append({"std": std, "acc": accs, "best": [m for m, a in accs.items() if a == best],
+                    "noisy_psnr": row.get("noisy_psnr_db"), "denoised_psnr": row.get("denoised_psnr_db")})
+    rob.sort(key=lambda r: r["std"])
+    rows = _trial_rows(trials)
+    finished = sorted((t for t in rows if t["state"] == "COMPLETE" and t["value"] is not None),
+                      key=lambda t: (-t["value"], t["number"]))
+    best_number = metrics["tune_cnn"].get("best_trial")
+    best = next((t for t in rows if t["number"] == best_number), None)
+    return {
+        "dataset": dataset,
+        "class_names": names,
+        "m": metrics,
+        "ev": ev,
+        "reports": {k: _class_rows(v, names, f"metrics/evaluate/reports/{k}.json") for k, v in reports.items()},
+        "curves": curves,
+        "label_counts": [{"name": n, "count": c} for n, c in zip(names, counts, strict=True)],
+        "baseline_hp": {k: baseline_hyperparameters[k] for k in SIX},
+        "trials": rows,
+        "top_trials": finished[:5],
+        "best_trial": best,
+        "states": {s: sum(t["state"] == s for t in rows) for s in sorted({t["state"] for t in rows})},
+        "robustness": rob,
+        "methods": ROBUSTNESS,
+        "wins": {m: [r["std"] for r in rob if m in r["best"]] for m in ROBUSTNESS},
+        "figures": {name: bool(figures.get(name)) for name in FIGURES},
+        "seed_grid": seed_grid,
+        "original": {k: {**v, "test_value": report_number(v.get("test")), "val_value": report_number(v.get("val"))}
+                     for k, v in original.items()},
+        "six": SIX,
+    }
+
+
+def _pct(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None else f"{100 * x:.{digits}f} %"
+
+
+def _num(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _g(x: Any) -> str:
+    """A param or trial value as written: three significant digits for floats (0.162, 0.00615), ints as they are."""
+    return f"{x:.3g}" if isinstance(x, float) else str(x)
+
+
+def _points(a: float, b: float) -> str:
+    return f"{100 * (a - b):+.2f} points"
+
+
+def environment() -> jinja2.Environment:
+    """The Jinja2 environment of the study templates (package data: mnistpipe/templates)."""
+    env = jinja2.Environment(loader=jinja2.PackageLoader(TEMPLATE_PACKAGE, "templates"),
+                             undefined=jinja2.StrictUndefined, autoescape=False,  # noqa: S701 (Markdown, not HTML)
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters.update(pct=_pct, num=_num, points=_points, g=_g)
+    return env
+
+
+def render_markdown(context: Mapping[str, Any], figure_src: Callable[[str], str]) -> str:
+    """The study as Markdown; `figure_src(name)` gives the image address of plots/<name>.png."""
+    text = environment().get_template("study.md.j2").render(**context, fig=figure_src)
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def render_html(context: Mapping[str, Any], figures: Mapping[str, bytes]) -> str:
+    """One self-contained HTML page: the Markdown of `render_markdown` with every figure inlined as a data URI."""
+    markdown = render_markdown(context, lambda name: data_uri(figures[name]))
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    title = f"CNNs and autoencoders on {context['dataset']}: the study, reproduced"
+    return environment().get_template("study.html.j2").render(title=title, body=body)
+
+
+def relative_figure(prefix: str) -> Callable[[str], str]:
+    """figure_src for a Markdown file beside plots/'s parent: `prefix` + name + '.png' (e.g. '../plots/')."""
+    return lambda name: f"{prefix}{name}.png"

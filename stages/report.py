@@ -1,0 +1,62 @@
+"""Write the study as a document from this run's metrics and figures: report/README.md and report/index.html."""
+
+import csv
+from pathlib import Path
+
+from common import METRICS, PLOTS, load_params, read_checked_json
+from mnistpipe import datasets, io, study
+from mnistpipe.errors import PipelineError, run_stage
+
+REPORT = Path("report")
+# Metrics files by the stage that writes them (the training stages' summaries are <stage>/metrics.json).
+FILES = {"download": "download.json", "add_awgn": "add_awgn.json", "denoise": "denoise.json",
+         "evaluate": "evaluate.json", "robustness": "robustness.json",
+         **{s: f"{s}/metrics.json" for s in (*study.MODELS.values(), "train_dae")}}
+TRIALS = METRICS / "tune_cnn_trials.csv"
+# A committed seed grid of dropout on/off (`dvc exp show --json` of scripts/seed_grid.sh's experiments), if any.
+SEED_GRID = Path("benchmarks/seed-grid-dropout.json")
+SEED_GRID_METRIC = "train_baseline/metrics.json:val_acc"
+
+
+def _curves(stage: str) -> dict[str, list[float]]:
+    """The per-epoch columns dvclive wrote for `stage` (metrics/<stage>/plots/metrics/<name>.tsv)."""
+    out = {}
+    for name in study.CURVES:
+        path = METRICS / stage / "plots" / "metrics" / f"{name}.tsv"
+        try:
+            rows = list(csv.DictReader(io.require(path, producer=stage).open(), delimiter="\t"))
+            out[name] = [float(r[name]) for r in rows]
+        except (KeyError, ValueError, TypeError):
+            raise PipelineError(f"{path} is not a dvclive table of {name}; rerun `dvc repro {stage}`") from None
+    return out
+
+
+def _seed_grid() -> str | None:
+    if not SEED_GRID.is_file():
+        return None
+    from mnistpipe import seedgrid  # only when a grid is committed
+
+    rows = io.read_json(SEED_GRID, producer="scripts/seed_grid.sh")
+    return seedgrid.tabulate(rows, [SEED_GRID_METRIC], by=["dropout"], percent=True).strip()
+
+
+def main() -> None:
+    params = load_params()
+    metrics = {stage: read_checked_json(METRICS / rel, producer=stage) for stage, rel in FILES.items()}
+    reports = {name: io.read_json(METRICS / "evaluate" / "reports" / f"{name}.json", producer="evaluate")
+               for name in study.MODELS}
+    with io.require(TRIALS, producer="tune_cnn").open(newline="") as f:
+        trials = list(csv.DictReader(f))
+    figures = {name: (PLOTS / f"{name}.png").read_bytes() for name in study.FIGURES
+               if (PLOTS / f"{name}.png").is_file()}
+    context = study.study_context(
+        metrics, dataset=params.dataset, class_names=datasets.class_names(params.dataset),
+        baseline_hyperparameters={k: getattr(params, k) for k in study.SIX}, trials=trials,
+        curves={stage: _curves(stage) for stage in study.MODELS.values()}, reports=reports, figures=figures,
+        seed_grid=_seed_grid())
+    io.write_text(REPORT / "README.md", study.render_markdown(context, study.relative_figure(f"../{PLOTS}/")))
+    io.write_text(REPORT / "index.html", study.render_html(context, figures))
+
+
+if __name__ == "__main__":
+    run_stage(main)

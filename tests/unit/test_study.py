@@ -1,0 +1,95 @@
+"""mnistpipe.study without the pipeline: the committed metrics in, Markdown and HTML out; conclusions follow the
+numbers, a missing figure is said to be missing, and the page holds its figures as data URIs."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from mnistpipe import datasets, study
+from mnistpipe.errors import PipelineError
+
+ROOT = Path(__file__).resolve().parents[2]
+FILES = {"download": "download.json", "add_awgn": "add_awgn.json", "denoise": "denoise.json",
+         "evaluate": "evaluate.json", "robustness": "robustness.json",
+         **{s: f"{s}/metrics.json" for s in (*study.MODELS.values(), "train_dae")}}
+PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x00\x00\x00\x00:~\x9bU\x00\x00\x00"
+       b"\nIDATx\x9cc`\x00\x00\x00\x02\x00\x01H\xaf\xa4q\x00\x00\x00\x00IEND\xaeB`\x82")
+
+
+def committed(**changes) -> dict:
+    metrics = {k: json.loads((ROOT / "metrics" / v).read_text()) for k, v in FILES.items()}
+    reports = {k: json.loads((ROOT / "metrics" / "evaluate" / "reports" / f"{k}.json").read_text())
+               for k in study.MODELS}
+    curves = {}
+    for stage in study.MODELS.values():
+        folder = ROOT / "metrics" / stage / "plots" / "metrics"
+        curves[stage] = {c: [float(r[c]) for r in csv.DictReader((folder / f"{c}.tsv").open(), delimiter="\t")]
+                         for c in study.CURVES}
+    with (ROOT / "metrics" / "tune_cnn_trials.csv").open() as f:
+        trials = list(csv.DictReader(f))
+    kw = dict(dataset="mnist", class_names=datasets.class_names("mnist"),
+              baseline_hyperparameters={"kernel_size": 3, "stride": 1, "dropout": 0.25, "lr": 0.003, "epochs": 4,
+                                        "batch_size": 128},
+              trials=trials, curves=curves, reports=reports, figures=dict.fromkeys(study.FIGURES, PNG))
+    metrics = copy.deepcopy(metrics)
+    for dotted, value in changes.items():
+        *path, last = dotted.split("__")
+        node = metrics
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return study.study_context(metrics, **kw)
+
+
+def markdown(ctx) -> str:
+    return " ".join(study.render_markdown(ctx, study.relative_figure("../plots/")).split())
+
+
+def test_sections_in_order_and_figures_linked():
+    text = study.render_markdown(committed(), study.relative_figure("../plots/"))
+    headings = [line[3:] for line in text.splitlines() if line.startswith("## ")]
+    assert headings == list(study.SECTIONS)
+    for name in study.FIGURES:
+        assert f"(../plots/{name}.png)" in text, name
+
+
+def test_the_noisy_against_denoised_sentence_follows_the_errors():
+    ctx = committed()
+    ev = ctx["ev"]
+    n, d = ev["noisy"]["n_errors"], ev["denoised"]["n_errors"]
+    assert n < d  # the committed run
+    assert f"the noisy-trained CNN beats the denoised-trained CNN by {d - n} test images" in markdown(ctx)
+    flipped = committed(evaluate__noisy__n_errors=d + 3)
+    assert "the noisy-trained CNN does not beat the denoised-trained CNN: it makes 3 more test errors" in (
+        markdown(flipped))
+    tied = committed(evaluate__noisy__n_errors=d)
+    assert f"the noisy-trained CNN and the denoised-trained CNN tie ({d} test errors each)" in markdown(tied)
+
+
+def test_a_missing_figure_is_named_not_linked():
+    ctx = committed()
+    ctx["figures"]["tsne"] = False
+    text = markdown(ctx)
+    assert "(../plots/tsne.png)" not in text and "The figure `plots/tsne.png` was not drawn in this run." in text
+
+
+def test_html_is_self_contained():
+    page = study.render_html(committed(), dict.fromkeys(study.FIGURES, PNG))
+    assert page.count('src="data:image/png;base64,') == len(study.FIGURES)
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert "<table>" in page and "<h2>Noise robustness</h2>" in page
+
+
+def test_report_numbers_and_stale_reports():
+    assert study.report_number("98.60%") == pytest.approx(0.986)
+    assert study.report_number("98% (report table)") == pytest.approx(0.98)
+    assert study.report_number("n/a") is None
+    ctx_args = committed()
+    assert ctx_args["original"]["tuned"]["test_value"] == pytest.approx(0.986)
+    with pytest.raises(PipelineError, match="no row for class 'T-shirt/top'"):
+        study._class_rows({"0": {}}, datasets.class_names("fashion-mnist"), "reports/x.json")
