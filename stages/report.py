@@ -5,7 +5,8 @@ from pathlib import Path
 
 from common import METRICS, PLOTS, load_params, read_checked_json
 from mnistpipe import datasets, io, study
-from mnistpipe.errors import PipelineError, run_stage
+from mnistpipe.errors import PipelineError
+from mnistpipe.runner import run_stage
 
 REPORT = Path("report")
 # Metrics files by the stage that writes them (the training stages' summaries are <stage>/metrics.json).
@@ -51,7 +52,7 @@ def main() -> None:
                if (PLOTS / f"{name}.png").is_file()}
     context = study.study_context(
         metrics, dataset=params.dataset, class_names=datasets.class_names(params.dataset),
-        baseline_hyperparameters={k: getattr(params, k) for k in study.SIX}, trials=trials,
+        baseline_hyperparameters=params.baseline(), trials=trials,
         curves={stage: _curves(stage) for stage in study.MODELS.values()}, reports=reports, figures=figures,
         seed_grid=_seed_grid())
     io.write_text(REPORT / "README.md", study.render_markdown(context, study.relative_figure(f"../{PLOTS}/")))

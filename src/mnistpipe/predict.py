@@ -24,7 +24,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import io, models, tensors, train
-from .errors import PipelineError, run_stage
+from .errors import PipelineError
+from .runner import run_stage
 
 # The checkpoint of each --model choice and the stage that writes it (stages/common.py's PRODUCERS, which the
 # library may not import).

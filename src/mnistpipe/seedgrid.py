@@ -418,6 +418,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from .errors import run_stage
+    from .runner import run_stage
 
     run_stage(main)

@@ -19,6 +19,7 @@ import jinja2
 from markdown_it import MarkdownIt
 
 from .errors import PipelineError
+from .params import BASELINE_KEYS
 from .report import REPORT
 
 # The section headings, in the original report's order (the template writes them; the tests look for them).
@@ -48,7 +49,7 @@ ROBUSTNESS = {"clean_cnn": "clean-trained CNN", "noisy_cnn": "noisy-trained CNN"
               "dae_clean_cnn": "autoencoder + clean-trained CNN",
               "dae_denoised_cnn": "autoencoder + denoised-trained CNN"}
 CURVES = ("val_acc", "train_loss", "val_loss")  # per-epoch columns written by dvclive
-SIX = ("kernel_size", "stride", "dropout", "lr", "epochs", "batch_size")
+SIX = BASELINE_KEYS  # the report's six CNN hyperparameters
 TEMPLATE_PACKAGE = "mnistpipe"
 
 

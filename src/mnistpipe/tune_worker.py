@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from . import io, tensors, tune
-from .errors import PipelineError, run_stage
+from .errors import PipelineError
+from .runner import run_stage
 
 
 def data_fingerprint(path: str | os.PathLike) -> str:

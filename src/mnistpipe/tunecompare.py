@@ -26,7 +26,8 @@ import torch
 
 from . import io, tensors, tune
 from .architecture import CNNConfig
-from .errors import PipelineError, run_stage
+from .errors import PipelineError
+from .runner import run_stage
 from .seedgrid import stats, welch
 from .train import train_cnn
 

@@ -99,6 +99,19 @@ def test_on_epoch_called_once_per_epoch(cnn_data):
     assert result.history[1]["train_seconds"] >= result.history[0]["train_seconds"]
 
 
+def test_validation_and_callbacks_stay_off_the_training_clock(cnn_data):
+    """The benchmark scores the test set in `on_epoch`: that time, like validation's, is not training time."""
+    slept = []
+
+    def slow_callback(epoch, record):
+        slept.append(record["train_seconds"])
+        time.sleep(0.5)
+
+    _, result = fit_cnn(*cnn_data, SMALL_CNN, lr=3e-3, epochs=2, batch_size=BATCH, seed=0, on_epoch=slow_callback,
+                        **FIT)
+    assert len(slept) == 2 and result.history[1]["train_seconds"] - slept[0] < 0.5, slept
+
+
 def test_stopwatch_counts_only_while_running():
     clock = train.Stopwatch(torch.device("cpu"))
     clock.start()
