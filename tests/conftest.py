@@ -528,8 +528,13 @@ def helpers():
 
 
 def _skip_to_failure(report) -> None:
-    """Under CI, turn a skipped report into a failure that keeps the skip's reason."""
-    if not (in_ci() and report.skipped and not hasattr(report, "wasxfail")):
+    """Under CI, turn a skipped report, or an expected failure (xfail, which pytest counts as a pass of sorts),
+    into a failure that keeps the reason: CI proves every promise, none may be excused."""
+    if not (in_ci() and (report.skipped or hasattr(report, "wasxfail"))):
+        return
+    if hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"xfail under CI, where every test must pass: {report.wasxfail}"
         return
     reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
     report.outcome = "failed"
