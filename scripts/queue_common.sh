@@ -14,3 +14,15 @@ require_clean_workspace() {
 exp_refs() {
   git for-each-ref --format='%(refname)' refs/exps/ | awk -F/ 'NF == 5 && $3 != "celery" && $3 != "stash"' | wc -l
 }
+
+# `dvc queue status` ends with "Worker status: N active, M idle". Tasks still queued with no worker at all (seen
+# after a `dvc queue stop`) would never start: the waiting loops call this and stop with one line instead.
+require_workers() {
+  local workers
+  workers="$(dvc queue status 2>/dev/null | sed -n 's/^Worker status: \([0-9]*\) active, \([0-9]*\) idle.*/\1 \2/p' |
+             awk '{ print $1 + $2 }')"
+  if [ "${workers:-0}" -eq 0 ]; then
+    echo "error: experiments are still queued but no queue worker is running (stopped by \`dvc queue stop\`?); start one with \`dvc queue start\` or remove them with \`dvc queue remove --queued\`" >&2
+    exit 2
+  fi
+}

@@ -33,6 +33,7 @@ for j in $jobs; do
   while [ "$(exp_refs)" -lt $((before + n)) ]; do
     if [ "$(date +%s)" -ge "$next_status" ]; then
       [ "$(active)" -gt 0 ] || break
+      require_workers
       next_status=$(( $(date +%s) + 20 ))
     fi
     sleep 1

@@ -55,6 +55,7 @@ next_status=$(( $(date +%s) + 15 ))
 while :; do
   if [ "$(exp_refs)" -ge $((before + n)) ] || [ "$(date +%s)" -ge "$next_status" ]; then
     [ -n "$(active)" ] || break
+    require_workers
     next_status=$(( $(date +%s) + 15 ))
   fi
   sleep 2
