@@ -212,6 +212,24 @@ def open_shared_study(storage: str, study_name: str, *, spec: dict[str, Any]) ->
     return study
 
 
+def baseline_waiting(study: optuna.Study) -> bool:
+    """Whether the study's enqueued baseline has not been taken by any process yet."""
+    return any(t.state == optuna.trial.TrialState.WAITING and t.user_attrs.get(BASELINE_ATTR)
+               for t in study.get_trials(deepcopy=False))
+
+
+def wait_for_baseline(study: optuna.Study, *, poll_seconds: float = 2.0, timeout: float = 3600.0) -> None:
+    """Block a worker until the process that created the study has taken its enqueued baseline (trial 0), so
+    no two processes ever run it; a baseline still waiting after `timeout` seconds is a one-line error."""
+    deadline = time.monotonic() + timeout
+    while baseline_waiting(study):
+        if time.monotonic() > deadline:
+            raise PipelineError(f"study {study.study_name!r}: its baseline trial has waited {timeout:g} s for the "
+                                "tune_cnn stage to run it; start `dvc repro tune_cnn` (it runs trial 0), then the "
+                                "workers")
+        time.sleep(poll_seconds)
+
+
 def attach(storage: str, study_name: str, *, sampler_seed: int | None) -> tuple[optuna.Study, dict[str, Any]]:
     """Load a study created by `open_shared_study` for a worker; return it with its spec."""
     store = rdb_storage(storage)
@@ -353,12 +371,17 @@ def tune_cnn(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, 
             "sampler": sampler, "pruner": pruner, "enqueue": dict(enqueue) if enqueue else None,
             "meta": meta or {}, "budget": budget, "n_trials": n_trials, "device": device}
     study = open_shared_study(storage, study_name, spec=spec)
-    if search_done(study, budget_images=budget_images, n_trials=n_trials):
-        pass  # a finished search (a rerun, or other machines did the work): only collect
-    elif n_workers > 1:
-        run_local_workers(storage, study_name, n_workers=n_workers, n_trials=n_trials, seed=seed)
-    else:
-        run_trials(study, objective(worker_name()), budget_images=budget_images, n_trials=n_trials)
+    if not search_done(study, budget_images=budget_images, n_trials=n_trials):
+        # The enqueued baseline runs here, before any worker starts: Optuna hands a waiting trial out without a
+        # row lock, so two workers starting together could both take it and the second could not report it
+        # (optuna/optuna#4621). Workers wait for it (`wait_for_baseline`).
+        if baseline_waiting(study):
+            run_trials(study, objective(worker_name()), budget_images=budget_images, n_trials=n_trials,
+                       max_trials=1)
+        if n_workers > 1:
+            run_local_workers(storage, study_name, n_workers=n_workers, n_trials=n_trials, seed=seed)
+        else:
+            run_trials(study, objective(worker_name()), budget_images=budget_images, n_trials=n_trials)
     return collect(study)
 
 
