@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnistpipe.report import results_markdown
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 README = REPO_ROOT / "README.md"
 EXP_START, EXP_END = "<!-- exp:start -->", "<!-- exp:end -->"
@@ -38,7 +36,7 @@ def test_results_table_matches_committed_metrics(results_table):
     metrics = results_table.read_metrics(REPO_ROOT)
     missing = sorted(set(results_table.FILES) - set(metrics))
     assert not missing, f"metrics files missing, so the table would be partial: {missing}"
-    assert results_table.readme_table(README.read_text()) == results_markdown(metrics), (
+    assert results_table.readme_table(README.read_text()) == results_table.results_markdown(metrics), (
         f"README.md's results table differs from metrics/; {REGENERATE}")
 
 

@@ -1,9 +1,17 @@
-"""mnistpipe.report's tuning table: the search objective of the enqueued baseline trial beside the best trial's,
-and the retrained tuned CNN beside the baseline CNN (one recipe, so the difference is the six hyperparameters')."""
+"""scripts/results_table.py's tuning table: the search objective of the enqueued baseline trial beside the best
+trial's, and the retrained tuned CNN beside the baseline CNN (one recipe, so the difference is the six
+hyperparameters')."""
 
 from __future__ import annotations
 
-from mnistpipe.report import results_markdown
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "results_table.py"
+_spec = importlib.util.spec_from_file_location("results_table", SCRIPT)
+results_table = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(results_table)
+results_markdown = results_table.results_markdown
 
 TUNE = {"val_acc": 0.9941, "best_trial_val_acc": 0.9862, "baseline_trial_val_acc": 0.9850, "best_trial": 7,
         "winner_is_baseline": False, "search_seconds": 91.4, "n_trials": 25, "n_pruned": 6, "budget_used": 812000}
