@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Seed-averaged comparison of the baseline with and without dropout: queue SEEDS x DROPOUTS experiments of TARGET,
-# run them with `dvc queue start -j JOBS`, wait, and print the markdown table of `python -m mnistpipe.seedgrid`.
+# run them with `dvc queue start -j JOBS`, wait, and print the markdown table of `python -m mnistpipe.lab.seedgrid`.
 #
 #   scripts/seed_grid.sh                                     # 5 seeds x dropout 0 / 0.25 of train_baseline, -j 2
 #   README=docs/seed-grid.md scripts/seed_grid.sh            # also write the table into docs/seed-grid.md's seedgrid block
@@ -62,5 +62,5 @@ while :; do
 done
 echo "the queue finished in $(( $(date +%s) - t0 )) s" >&2
 
-"$python" -m mnistpipe.seedgrid --metric "$metric" --by dropout --percent --exp "${names// /,}" \
+"$python" -m mnistpipe.lab.seedgrid --metric "$metric" --by dropout --percent --exp "${names// /,}" \
   ${README:+--readme "$README"}

@@ -7,7 +7,7 @@ metrics put the baseline trial's val accuracy beside the best trial's on the sam
 import time
 
 from common import BEST_CONFIG, CHECKPOINTS, METRICS, PLOTS, TRAIN, load_params, load_split
-from mnistpipe import io, models, params, tracking, train, tune, tune_worker
+from mnistpipe import io, models, params, studydata, tracking, train, tune
 from mnistpipe.runner import run_stage
 
 
@@ -18,7 +18,7 @@ def main() -> None:
     d = load_split(TRAIN, producer="download")
     t0 = time.perf_counter()
     # Workers of a shared study (local or on other machines) find the data, and check it, through the study.
-    meta = {"data": TRAIN.as_posix(), "data_sha256": tune_worker.data_fingerprint(TRAIN)} if p.storage else {}
+    meta = {"data": TRAIN.as_posix(), "data_sha256": studydata.data_fingerprint(TRAIN)} if p.storage else {}
     found = tune.tune_cnn(d["x_train"], d["y_train"], d["x_val"], d["y_val"], space=p.space.model_dump(),
                           recipe=recipe, budget=p.budget, n_trials=p.n_trials, seed=seed,
                           sampler=p.sampler.model_dump(), pruner=p.pruner.model_dump(),

@@ -11,7 +11,7 @@ baseline on its own objective.
 
 With an RDB `storage` (an Optuna URL such as `postgresql+psycopg2://user@host/db` or `sqlite:///tune.db`) the
 study lives in the database: any number of worker processes, on any machines, add trials to it (see
-`mnistpipe.tune_worker`), and the caller collects the best trial once the study's budget is spent.
+`mnistpipe.commands.tune_worker`), and the caller collects the best trial once the study's budget is spent.
 """
 
 from __future__ import annotations
@@ -300,7 +300,7 @@ def collect(study: optuna.Study, *, poll_seconds: float = 2.0) -> TuneResult:
 
 def run_local_workers(storage: str, study_name: str, *, n_workers: int, n_trials: int, seed: int,
                       threads: int = 0) -> None:
-    """Run `n_workers` worker processes (`python -m mnistpipe.tune_worker`) on this machine and wait for them.
+    """Run `n_workers` worker processes (`python -m mnistpipe.commands.tune_worker`) on this machine and wait for them.
 
     Each gets its own sampler seed (seed + 1 + i: equal seeds would propose the same first configurations)
     and `threads` (0 = CPU cores / n_workers) torch threads; they stop when the study's budget is spent, and
@@ -313,7 +313,7 @@ def run_local_workers(storage: str, study_name: str, *, n_workers: int, n_trials
     try:
         for i in range(n_workers):
             log = tempfile.TemporaryFile()
-            cmd = [sys.executable, "-m", "mnistpipe.tune_worker", "--storage", storage, "--study", study_name,
+            cmd = [sys.executable, "-m", "mnistpipe.commands.tune_worker", "--storage", storage, "--study", study_name,
                    "--seed", str(seed + 1 + i), "--max-trials", str(share), "--threads", str(threads)]
             procs.append((subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log), log))
         failures = []

@@ -1,7 +1,7 @@
-"""`python -m mnistpipe.predict` with the models of the reproduced tiny pipeline (`tiny_repo`): real test digits saved
-as PNG and JPEG files the way a user would have them, the table, CSV and JSON of a real process, `--denoise` with
-the pipeline's autoencoder, and a checkpoint of the wrong kind refused by a real process. The tiny repository is
-only read: every file the tests write lies in their own temporary folder.
+"""`python -m mnistpipe.commands.predict` with the models of the reproduced tiny pipeline (`tiny_repo`): real test
+digits saved as PNG and JPEG files the way a user would have them, the table, CSV and JSON of a real process,
+`--denoise` with the pipeline's autoencoder, and a checkpoint of the wrong kind refused by a real process. The tiny
+repository is only read: every file the tests write lies in their own temporary folder.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mnistpipe import errors, predict, train
+from mnistpipe import inference, runner, train
+from mnistpipe.commands import predict
 
 
 def save_as_user_images(digits: torch.Tensor, folder: Path) -> list[Path]:
@@ -49,7 +50,7 @@ def test_predict_real_digits_with_the_pipeline_model(tiny_repo, test_digits, tmp
     files = save_as_user_images(test_digits, tmp_path / "digits")
     csv_path, json_path = tmp_path / "p.csv", tmp_path / "p.json"
     before = helpers.git(tiny_repo, "status", "--porcelain").stdout
-    proc = helpers.sh([sys.executable, "-m", "mnistpipe.predict", str(tmp_path / "digits"), "--device", "cpu",
+    proc = helpers.sh([sys.executable, "-m", "mnistpipe.commands.predict", str(tmp_path / "digits"), "--device", "cpu",
                        "--csv", str(csv_path), "--json", str(json_path)], tiny_repo)
     assert proc.returncode == 0, proc.stderr
     assert "error" not in proc.stderr
@@ -66,10 +67,10 @@ def test_predict_real_digits_with_the_pipeline_model(tiny_repo, test_digits, tmp
     assert [int(line.split()[1]) for line in table[1:]] == [p["digit"] for p in preds]
 
     # The tiny pipeline's model is barely trained, so whether it keeps its predictions is checked with a real model
-    # in tests/unit/test_predict.py; here the process must give what the library gives on the same files. Another
-    # thread count may flip a near-tie, hence probabilities compared, not only digits.
-    model = predict.load_model(tiny_repo / "models", "tuned")
-    x = torch.stack([predict.to_mnist(predict.open_image(f)) for f in files])
+    # in tests/unit/commands/test_predict.py; here the process must give what the library gives on the same files.
+    # Another thread count may flip a near-tie, hence probabilities compared, not only digits.
+    model = inference.load_model(tiny_repo / "models", "tuned")
+    x = torch.stack([inference.to_mnist(inference.open_image(f)) for f in files])
     probs = torch.softmax(train.predict(model, x), 1)
     for p, q in zip(preds, probs, strict=True):
         assert p["confidence"] == pytest.approx(float(q.max()), abs=1e-4)
@@ -81,16 +82,16 @@ def test_predict_real_digits_with_the_pipeline_model(tiny_repo, test_digits, tmp
 def test_denoise_with_the_pipeline_autoencoder(tiny_repo, test_digits, tmp_path, capsys, monkeypatch):
     files = save_as_user_images(test_digits[:6], tmp_path / "digits")
     json_path = tmp_path / "p.json"
-    monkeypatch.delenv(errors.TRACEBACK_ENV, raising=False)
+    monkeypatch.delenv(runner.TRACEBACK_ENV, raising=False)
     monkeypatch.setattr("sys.argv", ["mnistpipe-predict", str(tmp_path / "digits"), "--model", "denoised",
                                      "--denoise", "--models-dir", str(tiny_repo / "models"), "--device", "cpu",
                                      "--json", str(json_path)])
-    errors.run_stage(predict.main)
+    runner.run_stage(predict.main)
     models_dir = tiny_repo / "models"
-    x = torch.stack([predict.to_mnist(predict.open_image(f)) for f in files])
-    denoised = predict.denoise(predict.load_model(models_dir, "dae"), x)
+    x = torch.stack([inference.to_mnist(inference.open_image(f)) for f in files])
+    denoised = inference.denoise(inference.load_model(models_dir, "dae"), x)
     assert not torch.equal(denoised, x)
-    expected = predict.classify(predict.load_model(models_dir, "denoised"), denoised)
+    expected = inference.classify(inference.load_model(models_dir, "denoised"), denoised)
     doc = json.loads(json_path.read_text())
     assert doc["model"] == "denoised" and doc["denoise"] is True
     assert [p["digit"] for p in doc["predictions"]] == [r["digit"] for r in expected]
@@ -100,7 +101,7 @@ def test_wrong_kind_of_checkpoint_is_refused_by_the_command(tiny_repo, test_digi
     save_as_user_images(test_digits[:2], tmp_path / "digits")
     (tmp_path / "models").mkdir()
     shutil.copyfile(tiny_repo / "models" / "dae.pt", tmp_path / "models" / "tuned.pt")
-    proc = helpers.sh([sys.executable, "-m", "mnistpipe.predict", "digits", "--json", "p.json"], tmp_path,
+    proc = helpers.sh([sys.executable, "-m", "mnistpipe.commands.predict", "digits", "--json", "p.json"], tmp_path,
                       env={"PYTHONPATH": str(tiny_repo / "src")})
     assert proc.returncode == 2, proc.stderr
     helpers.one_line_error(proc.stderr, "models/tuned.pt", "'dae' model", "dvc repro tune_cnn")

@@ -79,8 +79,8 @@ def test_report_stage_writes_both_files_with_the_numbers_of_the_metrics(repo_cop
     # Every figure link points at a PNG that exists, relative to report/.
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert links and all((repo_copy / "report" / link).resolve().is_file() for link in links), links
-    # The original report's numbers are quoted from mnistpipe.report.REPORT, not retyped.
-    from mnistpipe.report import REPORT
+    # The original report's numbers are quoted from mnistpipe.study.REPORT, not retyped.
+    from mnistpipe.study import REPORT
     beside = section(text, "The original report's numbers beside ours")
     assert table_rows(beside, "tuned CNN")[0][2] == REPORT["tuned"]["test"]
     assert "not available" in section(text, "Dropout on and off")  # no seed grid in the tiny copy

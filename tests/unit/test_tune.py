@@ -1,5 +1,6 @@
-"""mnistpipe.tune and mnistpipe.tune_worker on tiny real data: the in-memory search, the enqueued baseline, the
-training budget, sampler and pruner settings, SQLite studies, workers."""
+"""mnistpipe.tune and mnistpipe-tune-worker (mnistpipe.commands.tune_worker, with mnistpipe.studydata) on tiny
+real data: the in-memory search, the enqueued baseline, the training budget, sampler and pruner settings, SQLite
+studies, workers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import optuna
 import pytest
 import yaml
 
-from mnistpipe import io, tensors, tune, tune_worker
+from mnistpipe import io, studydata, tensors, tune
+from mnistpipe.commands import tune_worker
 from mnistpipe.errors import PipelineError
 from mnistpipe.params import validate
 
@@ -103,7 +105,7 @@ def test_two_worker_processes_share_an_sqlite_study(split, tmp_path):
     url = f"sqlite:///{tmp_path / 'tune.db'}"
     # The cap ends this search, and gives each worker an even share (the budget alone would not).
     found = search(split, storage=url, n_workers=2, n_trials=N_TRIALS, budget=100,
-                   meta={"data": str(path), "data_sha256": tune_worker.data_fingerprint(path)})
+                   meta={"data": str(path), "data_sha256": studydata.data_fingerprint(path)})
     trials = found.study.trials
     assert len(trials) == N_TRIALS and all(t.state.is_finished() for t in trials)
     workers = [t.user_attrs["worker"] for t in trials]

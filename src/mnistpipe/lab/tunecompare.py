@@ -1,6 +1,6 @@
 """Which search setup finds a CNN that beats the baseline, at equal training budget: a comparison over seeds.
 
-    python -m mnistpipe.tunecompare --data data/prepared/train.pt --params params.yaml --seeds 0 1 2 \
+    python -m mnistpipe.lab.tunecompare --data data/prepared/train.pt --params params.yaml --seeds 0 1 2 \
         --json benchmarks/tuning-compare.json [--spread-seeds 5] [--quick]
 
 For each setup (sampler + pruner) and search seed, `tune.tune_cnn` runs with params.yaml's space, recipe, budget
@@ -24,12 +24,14 @@ from typing import Any
 
 import torch
 
-from . import io, tensors, tune
-from .architecture import CNNConfig
-from .errors import PipelineError
-from .runner import run_stage
+from .. import io, tensors, tune
+from ..errors import PipelineError
+from ..models import CNN
+from ..params import split_cnn
+from ..runner import run_stage
+from ..train import train_cnn
+from .cli import read_params
 from .seedgrid import stats, welch
-from .train import train_cnn
 
 SETUPS = ("today", "tpe-multivariate", "hyperband")  # the names of `default_setups`, in its order
 
@@ -42,9 +44,10 @@ def _mean_epochs(space: dict[str, dict]) -> float:
 def default_setups(*, budget: float, space: dict[str, dict]) -> dict[str, dict[str, dict]]:
     """The three setups of the comparison, by name: {"sampler": ..., "pruner": ...} as `tune.tune_cnn` takes them.
 
-    "today": the search before budgets (TPE with Optuna's 10 random startup trials, independent, median pruner
-    that may prune from epoch 1). "tpe-multivariate": multivariate TPE whose random startup is about a third of
-    the trials the budget pays for without pruning (at least 4), same median pruner. "hyperband": the same
+    "today": TPE with Optuna's default 10 random startup trials, independent (one dimension at a time), and the
+    median pruner that may prune from epoch 1 (the name is a key of the committed benchmarks/tuning-compare.json).
+    "tpe-multivariate": multivariate TPE whose random startup is about a third of the trials the budget pays for
+    without pruning (at least 4), same median pruner. "hyperband": the same
     sampler with Hyperband over epochs (min_resource 1, reduction_factor 3): many cheap trials.
     """
     startup = max(4, round(budget / _mean_epochs(space) / 3))
@@ -80,8 +83,9 @@ def compare(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y
     def retrain(hp: dict[str, Any], seed: int) -> float:
         key = (_key(hp), seed)
         if key not in retrained:
-            config, training = CNNConfig.split({**hp, **recipe})
-            _, result = train_cnn(x_train, y_train, x_val, y_val, config, **training, seed=seed, device=device)
+            config, training = split_cnn({**hp, **recipe})
+            result = train_cnn(CNN(config, seed=seed), x_train, y_train, x_val, y_val, **training, seed=seed,
+                               device=device)
             retrained[key] = result.metrics["val_acc"]
         return retrained[key]
 
@@ -195,7 +199,7 @@ def spread_sentence(sp: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
-    ap = argparse.ArgumentParser(prog="python -m mnistpipe.tunecompare", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m mnistpipe.lab.tunecompare", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=Path("data/prepared/train.pt"), help="download's training file")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="search seeds")
@@ -219,20 +223,13 @@ def _quick(d: dict[str, torch.Tensor], space: dict, recipe: dict, hp: dict) -> t
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Read params.yaml and the training data, run `compare`, print the tables, optionally write JSON."""
-    import yaml
-
-    from .params import cnn_hyperparameters, validate
-
     args = parse_args(argv)
     if args.spread_seeds < 0 or args.spread_seeds == 1:
         raise PipelineError("--spread-seeds must be 0 (skip) or at least 2 (a spread needs two seeds)")
     unknown = set(args.setups or ()) - set(SETUPS)
     if unknown:
         raise PipelineError(f"unknown setup {', '.join(sorted(unknown))}; choose from {', '.join(SETUPS)}")
-    try:
-        params = validate(yaml.safe_load(args.params.read_text()), source=str(args.params))
-    except FileNotFoundError:
-        raise PipelineError(f"{args.params} not found; pass --params with the pipeline's params file") from None
+    params = read_params(args.params)
     t = io.load_tensors(args.data, producer="download")
     missing = {"x_train", "y_train", "x_val", "y_val"} - set(t)
     if missing:
@@ -240,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     d = {k: tensors.to_float(v) if k.startswith("x_") else v for k, v in t.items() if k in
          ("x_train", "y_train", "x_val", "y_val")}
     tc = params.tune_cnn
-    space, recipe, hp = tc.space.model_dump(), params.recipe.model_dump(), cnn_hyperparameters(params)
+    space, recipe, hp = tc.space.model_dump(), params.recipe.model_dump(mode="json"), params.baseline()
     budget, subset = tc.budget, tc.trial_train_size
     if args.quick:
         d, space, recipe, hp = _quick(d, space, recipe, hp)

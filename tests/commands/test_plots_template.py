@@ -13,7 +13,7 @@ import sys
 import zlib
 from pathlib import Path
 
-from mnistpipe import report_template
+from mnistpipe.commands import plots_template
 
 CHROMIUM = next(
     filter(None, map(shutil.which, ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"])), None
@@ -154,7 +154,7 @@ def test_plots_render_offline(tmp_path: Path, helpers) -> None:
     assert all(n <= 0 for n in control["charts"].values()), f"charts rendered without the CDN: {control}"
 
     # The documented setup: generate the template at the repo root, register it relative to .dvc/.
-    assert report_template.main([str(repo / "dvc_plots_template.html")]) == 0
+    assert plots_template.main([str(repo / "dvc_plots_template.html")]) == 0
     dvc("config", "plots.html_template", "../dvc_plots_template.html", cwd=repo)
     dvc("plots", "show", cwd=repo)
     page = repo / "dvc_plots" / "index.html"

@@ -6,14 +6,15 @@ imports excluded). Afterwards `sklearn.manifold.trustworthiness` scores every em
 (whatever the method embedded), with TRUST_NEIGHBORS neighbours: how far the embedding's nearest neighbours
 are also near in pixel space, 1.0 meaning that every one is.
 
-    python -m mnistpipe.bench_tsne --mnist DIR --n 10000 --threads 2 --json out.json
+    python -m mnistpipe.lab.bench_tsne [--mnist DIR] --n 10000 --threads 2 --json out.json
+
+The MNIST files come from --mnist, else from the folder the MNIST_MIRROR variable names.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -24,10 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from .errors import EXIT_USER_ERROR, PipelineError, peak_memory_mib
-from .plots import TSNE_METHODS, _pixels, tsne_embed
+from ..errors import PipelineError, peak_memory_mib
+from ..plots import TSNE_METHODS, _pixels, tsne_embed
+from .cli import mnist_source, run_cli
 
-TODAY = "sklearn-bh-raw"  # the pipeline's embedding before this comparison, the reference of speed and quality
+# The reference of speed and quality: sklearn's Barnes-Hut t-SNE on the raw pixels, the plainest way to embed;
+# every other method's speed and trustworthiness are compared with it.
+REFERENCE_METHOD = "sklearn-bh-raw"
 # Neighbours of the trustworthiness score. sklearn's default is 5; 10 looks a little further than the closest
 # few while staying well inside the ~3 x perplexity = 90 neighbours whose affinities t-SNE fits.
 TRUST_NEIGHBORS = 10
@@ -65,9 +69,10 @@ def run(x: np.ndarray, *, methods: Sequence[str] = TSNE_METHODS, seed: int = 0, 
     """Embed the images `x` by each of `methods` and score each embedding.
 
     Returns {"n", "threads", "seed", "perplexity", "max_iter", "trust_neighbors", "trust_size", "methods":
-    {method: {"seconds", "trustworthiness", "speedup"} or {"unavailable": reason}}}; "speedup" is TODAY's seconds
-    over the method's, when TODAY was measured. `trust_size` scores a fixed seeded subset of that many images
-    instead of all of them (sklearn's score holds three N x N matrices, ~2 GB at N = 10,000).
+    {method: {"seconds", "trustworthiness", "speedup"} or {"unavailable": reason}}}; "speedup" is
+    REFERENCE_METHOD's seconds over the method's, when REFERENCE_METHOD is among those measured. `trust_size`
+    scores a fixed seeded subset of that many images instead of all of them (sklearn's score holds three N x N
+    matrices, ~2 GB at N = 10,000).
     """
     from sklearn.manifold import trustworthiness
 
@@ -105,7 +110,7 @@ def run(x: np.ndarray, *, methods: Sequence[str] = TSNE_METHODS, seed: int = 0, 
                                 "it cannot be scored")
         out["methods"][m]["trustworthiness"] = float(trustworthiness(a[subset], emb[subset],
                                                                      n_neighbors=trust_neighbors))
-    ref = out["methods"].get(TODAY, {}).get("seconds")
+    ref = out["methods"].get(REFERENCE_METHOD, {}).get("seconds")
     for r in out["methods"].values():
         if ref and "seconds" in r:
             r["speedup"] = ref / r["seconds"]
@@ -114,18 +119,19 @@ def run(x: np.ndarray, *, methods: Sequence[str] = TSNE_METHODS, seed: int = 0, 
 
 
 def pick(result: Mapping[str, Any], *, tolerance: float = TOLERANCE) -> str:
-    """The fastest measured method whose trustworthiness is at least TODAY's minus `tolerance` (TODAY itself
-    when no faster one qualifies)."""
+    """The fastest measured method whose trustworthiness is at least REFERENCE_METHOD's minus `tolerance`
+    (REFERENCE_METHOD itself when no faster one qualifies)."""
     measured = {m: r for m, r in result["methods"].items() if "seconds" in r}
-    if TODAY not in measured:
-        raise PipelineError(f"cannot pick a t-SNE method without the reference {TODAY} measured; include it")
-    floor = measured[TODAY]["trustworthiness"] - tolerance
+    if REFERENCE_METHOD not in measured:
+        raise PipelineError(f"cannot pick a t-SNE method without the reference {REFERENCE_METHOD} measured; "
+                            "include it")
+    floor = measured[REFERENCE_METHOD]["trustworthiness"] - tolerance
     good = [m for m, r in measured.items() if r["trustworthiness"] >= floor]
     return min(good, key=lambda m: measured[m]["seconds"])
 
 
 def _rows(result: Mapping[str, Any]) -> list[list[str]]:
-    winner = pick(result) if TODAY in result["methods"] and "seconds" in result["methods"][TODAY] else None
+    winner = pick(result) if "seconds" in result["methods"].get(REFERENCE_METHOD, {}) else None
     rows = []
     for m, r in result["methods"].items():
         if "seconds" not in r:
@@ -136,17 +142,18 @@ def _rows(result: Mapping[str, Any]) -> list[list[str]]:
     return rows
 
 
-HEADER = ["method", "seconds", f"speed vs {TODAY}", "trustworthiness", ""]
+HEADER = ["method", "seconds", f"speed vs {REFERENCE_METHOD}", "trustworthiness", ""]
 
 
 def _caption(result: Mapping[str, Any]) -> str:
     return (f"t-SNE of {result['n']} images, {result['threads']} threads, perplexity {result['perplexity']:g}, "
             f"{result['max_iter']} iterations; trustworthiness against the raw pixels, {result['trust_neighbors']} "
-            f"neighbours, on {result['trust_size']} images; winner: fastest within {TOLERANCE} of {TODAY}")
+            f"neighbours, on {result['trust_size']} images; winner: fastest within {TOLERANCE} of "
+            f"{REFERENCE_METHOD}")
 
 
 def format_table(result: Mapping[str, Any]) -> str:
-    """Plain-text table: one line per method with its seconds, speed ratio to TODAY and trustworthiness."""
+    """Plain-text table: one line per method with its seconds, speed ratio to REFERENCE_METHOD and trustworthiness."""
     rows = [HEADER, *_rows(result)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
@@ -161,10 +168,10 @@ def format_markdown(result: Mapping[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """CLI: load the test images of an MNIST folder, compare the methods, print the table, optionally save JSON."""
-    from . import data, io
+    from .. import data, io
 
-    ap = argparse.ArgumentParser(prog="python -m mnistpipe.bench_tsne", description=__doc__.split("\n")[0])
-    ap.add_argument("--mnist", required=True, help="folder or URL holding the four MNIST .gz files")
+    ap = argparse.ArgumentParser(prog="python -m mnistpipe.lab.bench_tsne", description=__doc__.split("\n")[0])
+    ap.add_argument("--mnist", help="folder or URL holding the four MNIST .gz files (default: $MNIST_MIRROR)")
     ap.add_argument("--n", type=int, default=10000, help="test images to embed (the first n)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -177,15 +184,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     if args.n < 2 or args.threads < 1:
         raise PipelineError(f"--n {args.n} / --threads {args.threads}: need at least 2 images and 1 thread")
+    mnist = mnist_source(args.mnist)
     with tempfile.TemporaryDirectory() as tmp:
-        raw = data.download([args.mnist], tmp)
+        raw = data.download([mnist], tmp)
     x, _ = data.load_pair(raw["test_images"], raw["test_labels"], name="test")
     if args.n > len(x):
         raise PipelineError(f"--n {args.n} exceeds the {len(x)} test images; use at most {len(x)}")
     result = run(x[: args.n].numpy(), methods=[m for m in args.methods.split(",") if m], seed=args.seed,
                  threads=args.threads, perplexity=args.perplexity, max_iter=args.max_iter,
                  trust_neighbors=args.trust_neighbors, trust_size=args.trust_size)
-    if "seconds" in result["methods"].get(TODAY, {}):
+    if "seconds" in result["methods"].get(REFERENCE_METHOD, {}):
         result["winner"] = pick(result)
     print(format_table(result))
     if args.json:
@@ -193,14 +201,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return result
 
 
-def cli() -> None:
-    """Entry point: a user error becomes one `error:` line and exit status 2, as in the stages."""
-    try:
-        main()
-    except PipelineError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
-
-
 if __name__ == "__main__":
-    cli()
+    run_cli(main)

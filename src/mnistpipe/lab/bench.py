@@ -1,8 +1,12 @@
 """Seed-averaged, fixed-schedule benchmark: pytorch/examples' MNIST trainer against this project's.
 
-    python -m mnistpipe.bench [--mnist DIR] [--device auto] [--seeds 5] [--quick] [--parts P,..|--skip P,..]
-                              [--json out.json]
-    python -m mnistpipe.bench --select [--json benchmarks/select-cpu-2core.json]
+    python -m mnistpipe.lab.bench [--mnist DIR] [--params params.yaml] [--device auto] [--seeds 5] [--quick]
+                                  [--parts P,..|--skip P,..] [--json out.json]
+    python -m mnistpipe.lab.bench --select [--json benchmarks/select-cpu-2core.json]
+
+The MNIST files come from --mnist, else from the folder the MNIST_MIRROR variable names. params.yaml gives the
+autoencoder part its settings (train_dae, add_awgn.std) and the selection its validation split (download.val_size,
+seed).
 
 Three columns (see `bench_parts`): (a) the reference as published, (b) its network, optimiser and batch size in
 this project's training loop, (c) this project's speed recipe. (a)/(b) is the engineering gain, (b)/(c) the
@@ -14,7 +18,7 @@ shortest schedule whose MEAN test accuracy reaches X; a column that never does s
 is a bound taken from its longest schedule. The recipe was chosen by `--select` on a validation split of the
 training images (`bench_parts.select`), never on the test set.
 
-Each (column, seed, schedule) trains in a process of its own (`python -m mnistpipe.bench_parts`), one after the
+Each (column, seed, schedule) trains in a process of its own (`python -m mnistpipe.lab.bench_parts`), one after the
 other, so no part runs on a heap another part fragmented or shares the CPU with it. Imports neither dvc, dvclive
 nor optuna, so it runs on a bare GPU machine.
 """
@@ -34,9 +38,11 @@ from pathlib import Path
 
 import torch
 
-from . import bench_parts, train
+from .. import train
+from ..errors import PipelineError
+from . import bench_parts
 from .bench_parts import DEFAULT_CNN, DEFAULT_HP  # the recipe, also known as bench.DEFAULT_*
-from .errors import PipelineError
+from .cli import mnist_source, read_params, run_cli
 
 TARGETS = (0.990, 0.992)
 COLUMNS = {"reference": "(a) reference as published", "refloop": "(b) ReferenceNet, our loop",
@@ -45,7 +51,7 @@ PARTS = (*COLUMNS, "dae", "tsne")
 RATIOS = {"engineering": ("reference", "refloop"), "recipe": ("refloop", "project"), "total": ("reference", "project")}
 GOAL_FRACTION, GOAL_SPEEDUP = 0.1, 40.0  # (i) 99.2 % within 0.1 x a reference epoch; (ii) 40x faster to 99.0 %
 QUICK_NOTE = "quick mode (tiny data): these timings support no claims"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]  # the checkout whose commit a run records
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -93,7 +99,8 @@ def _s(v: float | None) -> str:
 
 
 def evaluate_goals(columns: dict[str, list[dict]]) -> list[dict]:
-    """The issue's goals, each {"id", "met" (True, False or None when not evaluated), "text"}."""
+    """The benchmark's goals (GOAL_FRACTION, GOAL_SPEEDUP, and the engineering gain alone), each {"id", "met"
+    (True, False or None when not evaluated), "text"}."""
     ref, loop, ours = (columns.get(c) for c in COLUMNS)
     goals = []
     if ref and ours:
@@ -162,19 +169,21 @@ def _run_part(module: str, args: list[str], out: Path) -> dict:
     return json.loads(out.read_text())
 
 
-def run(args: argparse.Namespace, parts: list[str]) -> dict:
-    """Every (column, seed, schedule) part in turn, seeds outermost, then the autoencoder and t-SNE parts."""
+def run(args: argparse.Namespace, parts: list[str], *, dae: dict, noise_std: float) -> dict:
+    """Every (column, seed, schedule) part in turn, seeds outermost, then the autoencoder and t-SNE parts.
+
+    `dae` is the autoencoder part's settings (`bench_parts.dae_settings`), `noise_std` its AWGN level."""
     seeds = list(range(args.seeds))
     common = ["--mnist", args.mnist, "--device", args.device, "--train-size", str(args.train_size),
               "--test-size", str(args.test_size)]
     by_column: dict[str, dict[int, list[dict]]] = {c: {} for c in COLUMNS if c in parts}
     out: dict = {"kind": "bench", "quick": args.quick, **provenance(args.device), "seeds": seeds,
-                 "targets": list(TARGETS), "recipe": {"cnn": DEFAULT_CNN.to_dict(), "hp": DEFAULT_HP}}
+                 "targets": list(TARGETS), "recipe": {"cnn": DEFAULT_CNN.model_dump(mode="json"), "hp": DEFAULT_HP}}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
             for column in by_column:
                 for epochs in ([args.ref_epochs] if column != "project" else range(1, args.epochs + 1)):
-                    res = _run_part("mnistpipe.bench_parts", [column, *common, "--seed", str(seed), "--epochs",
+                    res = _run_part("mnistpipe.lab.bench_parts", [column, *common, "--seed", str(seed), "--epochs",
                                                               str(epochs)], Path(tmp) / "part.json")
                     curve = res["curve"] if column != "project" else res["curve"][-1:]
                     for rec in curve:
@@ -184,10 +193,11 @@ def run(args: argparse.Namespace, parts: list[str]) -> dict:
                     print(f"{column} seed {seed}, {epochs} epoch(s): {100 * last['test_acc']:.2f} % in "
                           f"{last['train_seconds']:.1f} s", file=sys.stderr)
         if "dae" in parts:
-            out["dae"] = _run_part("mnistpipe.bench_parts", ["dae", *common, "--dae-size", str(args.dae_size)],
-                                   Path(tmp) / "dae.json")
+            out["dae"] = _run_part("mnistpipe.lab.bench_parts", ["dae", *common, "--dae-size", str(args.dae_size),
+                                                                 "--dae", json.dumps(dae), "--noise-std",
+                                                                 str(noise_std)], Path(tmp) / "dae.json")
         if "tsne" in parts:
-            out["tsne"] = _run_part("mnistpipe.bench_tsne", ["--mnist", args.mnist, "--n", str(args.tsne_size)],
+            out["tsne"] = _run_part("mnistpipe.lab.bench_tsne", ["--mnist", args.mnist, "--n", str(args.tsne_size)],
                                     Path(tmp) / "tsne.json")
     columns = {c: summarise(v) for c, v in by_column.items()}
     out["columns"] = {c: {"label": COLUMNS[c], "schedules": rows} for c, rows in columns.items()}
@@ -231,7 +241,7 @@ def format_table(out: dict) -> str:
         rows += ["goals:", *(g["text"] for g in out["goals"])]
     if "dae" in out:
         rows.append(f"autoencoder training: {out['dae']['images_per_s']:,.1f} images/s (one epoch, batch "
-                    f"{bench_parts.DEFAULT_DAE_HP['batch_size']})")
+                    f"{out['dae']['batch_size']})")
     text = "\n".join(rows)
     if "tsne" in out:
         from . import bench_tsne  # the t-SNE part's own module formats its results
@@ -268,8 +278,9 @@ def _names(text: str) -> set[str]:
 
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark (or, with --select, the recipe selection), print its table, optionally write JSON."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mnist", default="../shared/datasets/mnist", help="directory or URL with the MNIST .gz files")
+    ap = argparse.ArgumentParser(prog="python -m mnistpipe.lab.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mnist", help="directory or URL with the MNIST .gz files (default: $MNIST_MIRROR)")
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"), help="the pipeline's params file")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--quick", action="store_true", help="tiny CI run: 2,000 / 1,000 images, 2 seeds, short schedules")
     ap.add_argument("--select", action="store_true", help="choose the recipe on the validation split instead")
@@ -285,16 +296,19 @@ def main(argv: list[str] | None = None) -> dict:
     args.train_size, args.test_size = (2000, 1000) if q else (60000, 10000)
     args.ref_epochs, args.epochs = (2, 1) if q else (6, 3)
     args.dae_size, args.tsne_size = (256, 300) if q else (10000, 10000)
+    parts = [p for p in PARTS if p in _names(args.parts) - _names(args.skip)]
+    args.mnist = mnist_source(args.mnist)
+    params = read_params(args.params)
     if args.select:
         x, y, _, _ = bench_parts.load_mnist(args.mnist)
-        sel = bench_parts.select(x, y, seeds=[100 + i for i in range(args.seeds)], device=args.device,
+        sel = bench_parts.select(x, y, val_size=1000 if q else params.download.val_size, split_seed=params.seed,
+                                 seeds=[100 + i for i in range(args.seeds)], device=args.device,
                                  log=lambda line: print(line, file=sys.stderr),
-                                 **(dict(grid=bench_parts.SELECT_GRID[:2], epochs=(1,), val_size=1000, limit=3000)
-                                    if q else {}))
+                                 **(dict(grid=bench_parts.SELECT_GRID[:2], epochs=(1,), limit=3000) if q else {}))
         out = {"kind": "select", "quick": q, **provenance(args.device), **sel}
         text = format_select(out)
     else:
-        out = run(args, [p for p in PARTS if p in _names(args.parts) - _names(args.skip)])
+        out = run(args, parts, dae=bench_parts.dae_settings(params), noise_std=params.add_awgn.std)
         text = format_table(out)
     print(text)
     if args.json:
@@ -303,4 +317,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    bench_parts.run_cli(main)
+    run_cli(main)

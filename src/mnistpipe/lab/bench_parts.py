@@ -1,6 +1,7 @@
-"""The benchmark's parts, each run in a process of its own by `mnistpipe.bench`:
+"""The benchmark's parts, each run in a process of its own by `mnistpipe.lab.bench`:
 
-    python -m mnistpipe.bench_parts {reference,refloop,project,dae} --mnist DIR --seed S --epochs E --json out.json
+    python -m mnistpipe.lab.bench_parts {reference,refloop,project} [--mnist DIR] --seed S --epochs E --json out.json
+    python -m mnistpipe.lab.bench_parts dae [--mnist DIR] --noise-std STD --dae '{"width": 8, ...}' --json out.json
 
 Three trainers, each scored on the test images after every epoch with the training clock stopped:
 
@@ -17,6 +18,9 @@ draws no random numbers), so the model after epoch k of an E-epoch run is exactl
 model: one run of E epochs per seed gives the schedules 1..E. The project's one-cycle schedule depends on its
 length, so each of its schedules is a run of its own.
 
+The autoencoder part trains with the pipeline's train_dae settings and add_awgn noise level, and the selection
+scores on the pipeline's validation split: `bench.main` reads them from params.yaml and passes them in.
+
 Imports neither dvc, dvclive nor optuna: it runs on a bare GPU machine with torch and torchvision.
 """
 
@@ -25,10 +29,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,20 +39,18 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms
 
-from . import data, noise, tensors, train
-from .architecture import CNNConfig, DAEConfig
-from .errors import PipelineError
+from .. import data, models, noise, tensors, train
+from ..errors import PipelineError
+from ..params import CNNConfig, DAEConfig
+from .cli import mnist_source, run_cli
 
 # pytorch/examples normalises MNIST with the training set's pixel mean and standard deviation.
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-NMNIST_STD = 0.335  # n-MNIST's AWGN level, as add_awgn.std in params.yaml
-# The speed recipe: the pick of `python -m mnistpipe.bench --select` (benchmarks/select-cpu-2core.json) for 99.2 %;
+# The speed recipe: the 99.2 % pick of `python -m mnistpipe.lab.bench --select` (benchmarks/select-cpu-2core.json);
 # "epochs" is the schedule the pick reached it in, the benchmark runs schedules of 1-3 epochs of it.
-DEFAULT_CNN = CNNConfig(dropout=0.0)
+DEFAULT_CNN = CNNConfig(kernel_size=3, stride=1, dropout=0.0, channels=(16, 32, 64), convs_per_block=1, hidden=128,
+                        batchnorm=True)
 DEFAULT_HP = dict(lr=0.012, epochs=2, batch_size=256, seed=0, weight_decay=5e-4, label_smoothing=0.1, max_shift=0)
-DEFAULT_DAE, DEFAULT_DAE_HP = DAEConfig(width=8, skips=True), dict(lr=0.003, batch_size=64, seed=0)
-# The pipeline's validation split (params.yaml: download.val_size, seed), which the selection scores on.
-VAL_SIZE, SPLIT_SEED = 5000, 0
 SELECT_SEEDS = (100, 101, 102)  # not the benchmark's seeds 0-4: no benchmark run repeats a selection run
 SELECT_GRID = tuple(dict(batch_size=b, lr=lr) for b in (256, 512) for lr in (0.008, 0.012, 0.016))
 SELECT_EPOCHS = (1, 2)
@@ -152,18 +153,30 @@ def run_project(x, y, x_test, y_test, *, epochs: int, seed: int, device: str = "
     """`train_cnn` with the speed recipe as an `epochs`-epoch schedule; its last entry is the schedule's result."""
     curve: list[dict] = []
     hp = {**DEFAULT_HP, **(hp or {}), "epochs": epochs, "seed": seed}
-    train.train_cnn(tensors.to_float(x), y, tensors.to_float(x_test), y_test, config, **hp, device=device,
-                    on_epoch=_recorder(curve))
+    train.train_cnn(models.CNN(config, seed=seed), tensors.to_float(x), y, tensors.to_float(x_test), y_test, **hp,
+                    device=device, on_epoch=_recorder(curve))
     return curve
 
 
-def run_dae(x, *, n: int, device: str = "auto", std: float = NMNIST_STD) -> dict:
-    """Denoising-autoencoder training throughput over one epoch of `n` images."""
+def dae_settings(params: Any) -> dict[str, Any]:
+    """The pipeline's autoencoder settings (a validated `mnistpipe.params.Params`' train_dae section and seed) that
+    `run_dae` trains with: {"width", "skips", "lr", "batch_size", "weight_decay", "seed"}."""
+    p = params.train_dae
+    return {"width": p.width, "skips": p.skips, "lr": p.lr, "batch_size": p.batch_size,
+            "weight_decay": p.weight_decay, "seed": params.seed}
+
+
+def run_dae(x, *, n: int, settings: dict[str, Any], noise_std: float, device: str = "auto") -> dict:
+    """Denoising-autoencoder training throughput over one epoch of `n` images with `settings` (`dae_settings`),
+    on images with AWGN of standard deviation `noise_std`."""
+    config = DAEConfig(**{k: settings[k] for k in DAEConfig.model_fields})
+    hp = {k: v for k, v in settings.items() if k not in DAEConfig.model_fields}
     clean = tensors.to_float(x[:n])
-    noisy = noise.add_awgn(clean, std=std, generator=torch.Generator().manual_seed(0))
-    _, result = train.train_dae(noisy, clean, noisy[:1000], clean[:1000], DEFAULT_DAE,
-                                **{**DEFAULT_DAE_HP, "epochs": 1}, device=device)
-    return {"images_per_s": n / result.metrics["train_seconds"], "val_psnr_after_1_epoch": result.metrics["val_psnr"]}
+    noisy = noise.add_awgn(clean, std=noise_std, generator=torch.Generator().manual_seed(0))
+    result = train.train_dae(models.DAE(config, seed=hp["seed"]), noisy, clean, noisy[:1000], clean[:1000], **hp,
+                             epochs=1, device=device)
+    return {"images_per_s": n / result.metrics["train_seconds"], "val_psnr_after_1_epoch": result.metrics["val_psnr"],
+            "batch_size": hp["batch_size"]}
 
 
 def load_mnist(mnist: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -174,23 +187,25 @@ def load_mnist(mnist: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, to
             *data.load_pair(raw["test_images"], raw["test_labels"], name="test"))
 
 
-def select(x, y, *, seeds=SELECT_SEEDS, grid=SELECT_GRID, epochs=SELECT_EPOCHS, targets=(0.990, 0.992),
-           val_size: int = VAL_SIZE, limit: int = 0, device: str = "auto", log=print) -> dict:
+def select(x, y, *, val_size: int, split_seed: int, seeds=SELECT_SEEDS, grid=SELECT_GRID, epochs=SELECT_EPOCHS,
+           targets=(0.990, 0.992), limit: int = 0, device: str = "auto", log=print) -> dict:
     """Choose the speed recipe on the pipeline's validation split of the training images (never the test set).
 
     Trains `DEFAULT_CNN` with `DEFAULT_HP` and each `grid` entry for each schedule length in `epochs` and each
-    seed, on the training images minus the pipeline's seeded `val_size`-image validation split (`data.split`, as
-    the download stage), and scores it on that split. The rule is `SELECT_RULE`; returns the candidates and picks.
+    seed, on the training images minus the `val_size`-image validation split seeded by `split_seed`
+    (`data.split`, as the download stage makes it from download.val_size and seed), and scores it on that split.
+    The rule is `SELECT_RULE`; returns the candidates and picks.
     """
-    parts = data.split(x, y, val_size=val_size, seed=SPLIT_SEED, limit=limit)
+    parts = data.split(x, y, val_size=val_size, seed=split_seed, limit=limit)
     xt, yt, xv, yv = tensors.to_float(parts["x_train"]), parts["y_train"], tensors.to_float(parts["x_val"]), \
         parts["y_val"]
     candidates: list[dict] = []
     picks: dict[str, dict | None] = {}
     for n_epochs in sorted(epochs):
         for cand in grid:
-            accs = [train.train_cnn(xt, yt, xv, yv, DEFAULT_CNN, **{**DEFAULT_HP, **cand, "epochs": n_epochs,
-                                                                     "seed": s}, device=device)[1].metrics["val_acc"]
+            accs = [train.train_cnn(models.CNN(DEFAULT_CNN, seed=s), xt, yt, xv, yv,
+                                    **{**DEFAULT_HP, **cand, "epochs": n_epochs, "seed": s},
+                                    device=device).metrics["val_acc"]
                     for s in seeds]
             row = {**cand, "epochs": n_epochs, "images": n_epochs * len(yt), "val_acc": accs,
                    "val_acc_mean": statistics.fmean(accs), "val_acc_std": statistics.stdev(accs) if len(accs) > 1
@@ -202,7 +217,7 @@ def select(x, y, *, seeds=SELECT_SEEDS, grid=SELECT_GRID, epochs=SELECT_EPOCHS, 
         if all(picks.values()):
             break
     recipe = picks.get("0.992") or picks.get("0.990")
-    return {"rule": SELECT_RULE, "train_size": len(yt), "val_size": len(yv), "split_seed": SPLIT_SEED,
+    return {"rule": SELECT_RULE, "train_size": len(yt), "val_size": len(yv), "split_seed": split_seed,
             "seeds": list(seeds), "fixed": {k: v for k, v in DEFAULT_HP.items() if k not in ("lr", "batch_size",
                                                                                              "epochs", "seed")},
             "candidates": candidates, "picks": picks, "recipe": recipe,
@@ -221,37 +236,34 @@ PARTS = {"reference": run_reference, "refloop": run_refloop, "project": run_proj
 
 def main(argv: list[str] | None = None) -> dict:
     """Run one part and write its result as JSON."""
-    ap = argparse.ArgumentParser(description="one part of python -m mnistpipe.bench")
+    ap = argparse.ArgumentParser(prog="python -m mnistpipe.lab.bench_parts",
+                                 description="one part of python -m mnistpipe.lab.bench")
     ap.add_argument("part", choices=[*PARTS, "dae"])
-    ap.add_argument("--mnist", required=True, help="directory or URL with the MNIST .gz files")
+    ap.add_argument("--mnist", help="directory or URL with the MNIST .gz files (default: $MNIST_MIRROR)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--train-size", type=int, default=60000)
     ap.add_argument("--test-size", type=int, default=10000)
     ap.add_argument("--dae-size", type=int, default=10000)
+    ap.add_argument("--dae", type=json.loads, help="dae part: its settings as JSON, see dae_settings")
+    ap.add_argument("--noise-std", type=float, help="dae part: the AWGN standard deviation (add_awgn.std)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", type=Path, required=True)
     args = ap.parse_args(argv)
-    x, y, x_test, y_test = load_mnist(args.mnist)
+    if args.part == "dae" and (args.dae is None or args.noise_std is None):
+        raise PipelineError("the dae part needs --dae SETTINGS_JSON and --noise-std STD (python -m "
+                            "mnistpipe.lab.bench passes them from params.yaml)")
+    x, y, x_test, y_test = load_mnist(mnist_source(args.mnist))
     x, y, x_test, y_test = x[:args.train_size], y[:args.train_size], x_test[:args.test_size], y_test[:args.test_size]
     out: dict = {"part": args.part, "seed": args.seed, "threads": torch.get_num_threads(), "train_size": len(y),
                  "test_size": len(y_test)}
     if args.part == "dae":
-        out.update(run_dae(x, n=args.dae_size, device=args.device))
+        out.update(run_dae(x, n=args.dae_size, settings=args.dae, noise_std=args.noise_std, device=args.device))
     else:
         out["curve"] = PARTS[args.part](x, y, x_test, y_test, epochs=args.epochs, seed=args.seed,
                                         device=args.device)
     args.json.write_text(json.dumps(out) + "\n")
     return out
-
-
-def run_cli(main: Callable[[], object]) -> None:
-    """Run a benchmark command line: a `PipelineError` becomes one `error:` line and exit status 2."""
-    try:
-        main()
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

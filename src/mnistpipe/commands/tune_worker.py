@@ -13,38 +13,15 @@ study's trials, every worker's together, have spent the budget.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import math
 import os
 from pathlib import Path
 
 import torch
 
-from . import io, tensors, tune
-from .errors import PipelineError
-from .runner import run_stage
-
-
-def data_fingerprint(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes (the prepared tensor files are byte-identical for the same params)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def load_training_data(path: str | os.PathLike, *, sha256: str, study_name: str) -> dict[str, torch.Tensor]:
-    """The train/val split the study was made with, as float images; another file is refused."""
-    t = io.load_tensors(path, producer="download")
-    if sha256 and data_fingerprint(path) != sha256:
-        raise PipelineError(f"{path} is not the training data of study {study_name!r} (SHA-256 differs); check "
-                            "out the commit that started the study and run `dvc pull` or `dvc repro download`, "
-                            "or pass --data with the right file")
-    missing = {"x_train", "y_train", "x_val", "y_val"} - set(t)
-    if missing:
-        raise PipelineError(f"{path} lacks {', '.join(sorted(missing))}; rerun `dvc repro download`")
-    return {k: tensors.to_float(v) if k.startswith("x_") else v for k, v in t.items()}
+from .. import tune
+from ..errors import PipelineError
+from ..runner import run_stage
+from ..studydata import load_training_data
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     study, spec = tune.attach(args.storage, args.study, sampler_seed=seed)
+    tune.wait_for_baseline(study)  # trial 0 is the stage's to run, never a worker's
     meta = spec.get("meta") or {}
     path = Path(args.data or meta.get("data") or "")
     if not str(path) or str(path) == ".":
@@ -81,10 +59,10 @@ def main(argv: list[str] | None = None) -> int:
                                     recipe=spec["recipe"], seed=spec["seed"],
                                     trial_train_size=spec["trial_train_size"],
                                     device=args.device or spec["device"], worker=tune.worker_name())
-    # The budget is in passes over the trial subset, so it is turned into images with this worker's data.
-    per_pass = tune.subset_size(len(d["x_train"]), spec["trial_train_size"])
-    return tune.run_trials(study, objective, budget_images=math.ceil(spec["budget"] * per_pass),
-                           n_trials=spec["n_trials"], max_trials=args.max_trials)
+    budget_images = tune.images_for(spec["budget"], n_train=len(d["x_train"]),
+                                    trial_train_size=spec["trial_train_size"])
+    return tune.run_trials(study, objective, budget_images=budget_images, n_trials=spec["n_trials"],
+                           max_trials=args.max_trials)
 
 
 def cli() -> None:

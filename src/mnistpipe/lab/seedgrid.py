@@ -4,7 +4,7 @@ Queue a grid (DVC expands comma lists into their cartesian product) and run it, 
 
     dvc exp run --queue -S seed=0,1,2,3,4 -S dropout=0,0.25 train_baseline
     dvc queue start -j 2
-    python -m mnistpipe.seedgrid --metric train_baseline/metrics.json:val_acc --by dropout --percent
+    python -m mnistpipe.lab.seedgrid --metric train_baseline/metrics.json:val_acc --by dropout --percent
 
 Experiments are grouped by `--by` (default: every param that varies between them except the seed); each group
 gets n, its seeds and the sample mean ± standard deviation (ddof=1) of each metric, as a markdown table. With two
@@ -25,7 +25,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-START, END = "<!-- seedgrid:start -->", "<!-- seedgrid:end -->"
+from ..errors import PipelineError
+from .markers import markers, replace_between
+
+BLOCK = "seedgrid"  # --readme puts the table between this block's markers
+START, END = markers(BLOCK)
 ALPHA = 0.05
 COMMIT = "commit"  # pseudo-param: the baseline commit, when experiments of several commits are shown together
 
@@ -57,8 +61,6 @@ class Welch:
 
 
 def _error(message: str) -> Exception:
-    from .errors import PipelineError  # imported late: the pure functions need nothing from the stage machinery
-
     return PipelineError(message)
 
 
@@ -354,14 +356,6 @@ def tabulate(rows: Any, metrics: Sequence[str], *, by: Sequence[str] | None = No
     return "\n".join(lines) + ("\n\n" + "\n\n".join(notes) if notes else "") + "\n"
 
 
-def replace_block(text: str, block: str) -> str:
-    """`text` with everything between the seedgrid markers replaced by `block`."""
-    if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
-        raise _error(f"the file needs one {START} line and one {END} line after it; add them where the table goes")
-    before, rest = text.split(START, 1)
-    return f"{before}{START}\n{block.strip()}\n{END}{rest.split(END, 1)[1]}"
-
-
 def _read_rows(source: str | None) -> Any:
     if source is None:
         proc = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], capture_output=True,
@@ -389,7 +383,7 @@ def _read_rows(source: str | None) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The command line: print the table (and write it into --readme between the seedgrid markers)."""
-    parser = argparse.ArgumentParser(prog="python -m mnistpipe.seedgrid", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m mnistpipe.lab.seedgrid", description=__doc__.splitlines()[0])
     parser.add_argument("--json", metavar="FILE", help="`dvc exp show --json` output ('-' = stdin); default: run it")
     parser.add_argument("--metric", action="append", required=True,
                         help="KEY or FILE:KEY (dotted KEY; FILE may be a tail of the path); repeatable")
@@ -406,18 +400,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     table = tabulate(_read_rows(args.json), args.metric, by=args.by, seed_key=args.seed_key, names=names or None,
                      percent=args.percent, digits=args.digits)
     if args.readme:
-        from . import io  # late: it loads torch, which only this option needs
+        from .. import io  # late: it loads torch, which only this option needs
 
         try:
             with open(args.readme, encoding="utf-8") as f:
                 text = f.read()
         except OSError as exc:
             raise _error(f"cannot read --readme {args.readme}: {exc.strerror or exc}") from None
-        io.write_text(args.readme, replace_block(text, table))
+        io.write_text(args.readme, replace_between(text, BLOCK, table, where=args.readme))
     print(table, end="")
 
 
 if __name__ == "__main__":
-    from .runner import run_stage
+    from ..runner import run_stage
 
     run_stage(main)

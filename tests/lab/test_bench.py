@@ -14,14 +14,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mnistpipe import bench, bench_parts, train
+from mnistpipe import train
 from mnistpipe.errors import PipelineError
+from mnistpipe.lab import bench, bench_parts
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PARAMS = ["--params", str(REPO_ROOT / "params.yaml")]
 
 
 def test_bench_imports_no_pipeline_tools():
-    code = ("import sys, mnistpipe.bench, mnistpipe.bench_parts, mnistpipe.plots; "
+    code = ("import sys, mnistpipe.lab.bench, mnistpipe.lab.bench_parts, mnistpipe.plots; "
             "bad = [m for m in ('dvc', 'dvclive', 'optuna') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -147,12 +149,12 @@ def test_select_trains_on_the_val_split_in_order_of_cost_and_stops(monkeypatch):
     x, y = tiny_digits(600, 0)
     calls = []
 
-    def fake_train(xt, yt, xv, yv, config, *, lr, epochs, batch_size, seed, **hp):
+    def fake_train(model, xt, yt, xv, yv, *, lr, epochs, batch_size, seed, **hp):
         calls.append((len(yt), len(yv), epochs, seed))
-        return None, train.FitResult(metrics={"val_acc": 0.995 if (epochs, lr) == (2, 0.016) else 0.99})
+        return train.FitResult(metrics={"val_acc": 0.995 if (epochs, lr) == (2, 0.016) else 0.99})
 
     monkeypatch.setattr(bench_parts.train, "train_cnn", fake_train)
-    out = bench_parts.select(x, y, seeds=(7, 8), epochs=(2, 1, 3), val_size=100, log=lambda _: None)
+    out = bench_parts.select(x, y, seeds=(7, 8), epochs=(2, 1, 3), val_size=100, split_seed=0, log=lambda _: None)
     assert {(n, v) for n, v, _, _ in calls} == {(500, 100)}, "trains on the rest, scores on the val split"
     assert [e for _, _, e, _ in calls] == [1] * 12 + [2] * 12, "cheapest first; stops once every target has a pick"
     assert out["picks"]["0.990"]["epochs"] == 1 and out["picks"]["0.992"] == out["recipe"]
@@ -161,7 +163,7 @@ def test_select_trains_on_the_val_split_in_order_of_cost_and_stops(monkeypatch):
 
 
 def test_quick_select_on_real_mnist(helpers):
-    out = bench.main(["--select", "--quick", "--mnist", str(helpers.require_mirror()), "--device", "cpu"])
+    out = bench.main(["--select", "--quick", "--mnist", str(helpers.require_mirror()), "--device", "cpu", *PARAMS])
     assert (out["kind"], out["quick"], out["train_size"], out["val_size"]) == ("select", True, 2000, 1000)
     assert out["seeds"] == [100, 101] and [len(c["val_acc"]) for c in out["candidates"]] == [2, 2]
     assert all(0.0 <= a <= 1.0 for c in out["candidates"] for a in c["val_acc"])
@@ -173,14 +175,14 @@ def test_unknown_part_and_failing_part_are_one_line_errors(tmp_path):
     with pytest.raises(PipelineError, match="unknown benchmark part"):
         bench.main(["--parts", "reference,bogus"])
     with pytest.raises(PipelineError, match="benchmark part failed .*could not get.*rerun it alone"):
-        bench._run_part("mnistpipe.bench_parts", ["reference", "--mnist", str(tmp_path / "empty")],
+        bench._run_part("mnistpipe.lab.bench_parts", ["reference", "--mnist", str(tmp_path / "empty")],
                         tmp_path / "out.json")
 
 
 def test_quick_benchmark_on_real_mnist(tmp_path, helpers):
     """`--quick` end to end, each part in its own process (the t-SNE part is bench_tsne's, tested there)."""
     mirror = helpers.require_mirror()
-    out = bench.main(["--quick", "--mnist", str(mirror), "--device", "cpu", "--skip", "tsne",
+    out = bench.main(["--quick", "--mnist", str(mirror), "--device", "cpu", "--skip", "tsne", *PARAMS,
                       "--json", str(tmp_path / "quick.json")])
     assert json.loads((tmp_path / "quick.json").read_text()) == json.loads(json.dumps(out))
     assert (out["train_size"], out["test_size"], out["seeds"]) == (2000, 1000, [0, 1])
@@ -221,7 +223,7 @@ def synthetic_bench() -> dict:
             "time_to": {c: {f"{t:.3f}": bench.time_to(rows, t) for t in bench.TARGETS} for c, rows in columns.items()},
             "ratios": {f"{t:.3f}": {n: bench.ratio(columns[a], columns[b], t) for n, (a, b) in bench.RATIOS.items()}
                        for t in bench.TARGETS},
-            "goals": bench.evaluate_goals(columns), "dae": {"images_per_s": 2500.0}}
+            "goals": bench.evaluate_goals(columns), "dae": {"images_per_s": 2500.0, "batch_size": 64}}
 
 
 LOG = """COMMIT=def5678
@@ -254,7 +256,7 @@ def test_results_md_is_generated_from_the_json_and_log(tmp_path, monkeypatch):
                 "- (ii) time to 99.0 %, reference / ours >= 40x: not met",
                 "## Full `dvc repro` (2026-12-02, commit def5678)", "Wall clock of the whole run: 396 s (6.6 min)",
                 "| train_baseline | 22.1 | 1257 |", "| evaluate | 7.8 | - |", "highest peak 1257 MiB",
-                "No select-cpu-2core.json yet: run `python -m mnistpipe.bench --select"):
+                "No select-cpu-2core.json yet: run `python -m mnistpipe.lab.bench --select"):
         assert row in text, row
     assert "| train_baseline | 99.0 |" not in text and "tuning" not in text.lower()
     (folder / "RESULTS.md").write_text(text.replace("25.2x", "26.2x"))
@@ -268,8 +270,23 @@ def test_committed_results_md_equals_the_generated_one():
 
 def test_the_benchmark_recipe_is_the_committed_selections_pick():
     path = REPO_ROOT / "benchmarks" / "select-cpu-2core.json"
-    assert path.exists(), "run `python -m mnistpipe.bench --select --json benchmarks/select-cpu-2core.json`"
+    assert path.exists(), "run `python -m mnistpipe.lab.bench --select --json benchmarks/select-cpu-2core.json`"
     sel = json.loads(path.read_text())
     assert not sel["quick"] and sel["recipe"], "the selection found no recipe"
     assert {k: sel["recipe"][k] for k in ("lr", "batch_size", "epochs")} == {
         k: bench.DEFAULT_HP[k] for k in ("lr", "batch_size", "epochs")}
+
+
+def test_the_committed_selection_and_the_dae_part_use_params_yaml():
+    """The selection scored on the pipeline's validation split, and the autoencoder part trains with the pipeline's
+    train_dae settings: both read from params.yaml by `bench.main`, not written down twice."""
+    from mnistpipe.lab.cli import read_params
+
+    params = read_params(REPO_ROOT / "params.yaml")
+    sel = json.loads((REPO_ROOT / "benchmarks" / "select-cpu-2core.json").read_text())
+    assert (sel["val_size"], sel["split_seed"]) == (params.download.val_size, params.seed)
+    dae = bench_parts.dae_settings(params)
+    assert dae == {**params.train_dae.model_dump(include={"width", "skips", "lr", "batch_size", "weight_decay"}),
+                   "seed": params.seed}
+    committed = json.loads((REPO_ROOT / "benchmarks" / "bench-cpu-2core.json").read_text())
+    assert committed["dae"]["batch_size"] == dae["batch_size"]

@@ -1,4 +1,4 @@
-"""mnistpipe.tunecompare: the search-setup comparison, on tiny real data (`--quick`), and its tables."""
+"""mnistpipe.lab.tunecompare: the search-setup comparison, on tiny real data (`--quick`), and its tables."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from mnistpipe import io, tunecompare
+from mnistpipe import io
 from mnistpipe.errors import PipelineError
+from mnistpipe.lab import tunecompare
 
-PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+PARAMS = Path(__file__).resolve().parents[3] / "params.yaml"
 
 
 @pytest.fixture(scope="module")
 def quick(t10k, tmp_path_factory):
-    """`python -m mnistpipe.tunecompare --quick` over two search seeds with a 2-seed spread, on real MNIST."""
+    """`python -m mnistpipe.lab.tunecompare --quick` over two search seeds with a 2-seed spread, on real MNIST."""
     x, y = t10k
     tmp = tmp_path_factory.mktemp("tunecompare")
     io.save_tensors(tmp / "train.pt", {"x_train": x[:1000].clone(), "y_train": y[:1000].clone(),
@@ -97,10 +98,10 @@ def test_params_use_the_setup_the_committed_comparison_chose():
 
     root = PARAMS.parent
     committed = json.loads((root / "benchmarks" / "tuning-compare.json").read_text())
-    from mnistpipe.params import section, validate
+    from mnistpipe.params import validate
 
     raw = yaml.safe_load(PARAMS.read_text())
-    p = section(validate(raw, source=str(PARAMS)), "tune_cnn")
+    p = validate(raw, source=str(PARAMS)).tune_cnn.model_dump()
     chosen = committed["setups"][committed["chosen"]]
     assert (p["sampler"], p["pruner"]) == (chosen["sampler"], chosen["pruner"])
     assert (p["budget"], p["trial_train_size"], p["space"]) == (committed["budget"], committed["trial_train_size"],

@@ -1,18 +1,14 @@
 """HTML template for `dvc plots show` that renders with no network access.
 
 DVC's default page loads Vega, Vega-Lite and Vega-Embed from a CDN, so offline its charts stay blank. This
-template inlines the bundle that vl-convert ships instead. Generate it with
-
-    python -m mnistpipe.report_template dvc_plots_template.html
-
-and point DVC at it with `dvc config plots.html_template ../dvc_plots_template.html` (DVC resolves a relative
-`plots.html_template` against the `.dvc/` directory).
+template inlines the bundle that vl-convert ships instead. `write_template` writes it; the command line is
+`mnistpipe-plots-template` (`mnistpipe.commands.plots_template`).
 """
 
 from __future__ import annotations
 
+import os
 import re
-import sys
 
 from .io import atomic_path
 
@@ -73,18 +69,9 @@ def build_template() -> str:
     return _PAGE.replace("STUB", _STUB).replace("BUNDLE", bundle)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Write the template to the path given as the only argument."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m mnistpipe.report_template <output.html>", file=sys.stderr)
-        return 2
+def write_template(path: str | os.PathLike) -> None:
+    """Write `build_template()`'s page to `path` as UTF-8, atomically."""
     text = build_template()
     # Not io.write_text: it uses the locale's encoding, and the bundle has non-ASCII text that DVC reads as UTF-8.
-    with atomic_path(args[0]) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,9 +10,10 @@ from typing import get_args
 import numpy as np
 import pytest
 
-from mnistpipe import bench_tsne, plots
-from mnistpipe.bench_tsne import TODAY, TOLERANCE
+from mnistpipe import plots
 from mnistpipe.errors import PipelineError
+from mnistpipe.lab import bench_tsne
+from mnistpipe.lab.bench_tsne import REFERENCE_METHOD, TOLERANCE
 from mnistpipe.params import Visualize
 
 
@@ -21,7 +22,7 @@ def result(**methods) -> dict:
     rows = {m.replace("_", "-").replace("pca50-", "pca50+"): ({"unavailable": v} if isinstance(v, str) else
                                                               {"seconds": v[0], "trustworthiness": v[1]})
             for m, v in methods.items()}
-    ref = rows.get(TODAY, {}).get("seconds")
+    ref = rows.get(REFERENCE_METHOD, {}).get("seconds")
     for r in rows.values():
         if ref and "seconds" in r:
             r["speedup"] = ref / r["seconds"]
@@ -42,13 +43,13 @@ def test_pick_fastest_within_tolerance():
     assert bench_tsne.pick(r, tolerance=0.0) == "pca50+sklearn-bh"
 
 
-def test_pick_falls_back_to_today_and_skips_unavailable():
+def test_pick_falls_back_to_the_reference_and_skips_unavailable():
     r = result(sklearn_bh_raw=(20.0, 0.960), pca50_sklearn_bh=(10.0, 0.960 - TOLERANCE - 1e-3),
                opentsne_fft_raw="openTSNE is not installed")
-    assert bench_tsne.pick(r) == TODAY
+    assert bench_tsne.pick(r) == REFERENCE_METHOD
     exactly_at_floor = result(sklearn_bh_raw=(20.0, 0.5), opentsne_bh_raw=(1.0, 0.5 - TOLERANCE / 2))
     assert bench_tsne.pick(exactly_at_floor) == "opentsne-bh-raw"
-    with pytest.raises(PipelineError, match=TODAY):
+    with pytest.raises(PipelineError, match=REFERENCE_METHOD):
         bench_tsne.pick(result(opentsne_bh_raw=(1.0, 0.9)))
 
 
@@ -85,9 +86,9 @@ def test_run_rejects_bad_arguments():
     with pytest.raises(PipelineError, match="no t-SNE method"):
         bench_tsne.run(x, methods=[])
     with pytest.raises(PipelineError, match="trust_neighbors"):
-        bench_tsne.run(x, methods=[TODAY], trust_neighbors=20)
+        bench_tsne.run(x, methods=[REFERENCE_METHOD], trust_neighbors=20)
     with pytest.raises(PipelineError, match="trust_size=0"):
-        bench_tsne.run(x, methods=[TODAY], trust_size=0)
+        bench_tsne.run(x, methods=[REFERENCE_METHOD], trust_size=0)
     with pytest.raises(PipelineError, match="--n"):
         bench_tsne.main(["--mnist", "/nonexistent", "--n", "1"])
 
@@ -99,8 +100,8 @@ def test_params_choices_are_the_methods():
 def test_cli_times_scores_and_picks_on_real_mnist(mnist_dir, tmp_path):
     """Two methods on 300 real test images, each in its own process: times, trustworthiness, JSON and winner."""
     out = tmp_path / "out" / "tsne.json"
-    methods = f"{TODAY},pca50+opentsne-bh"
-    proc = subprocess.run([sys.executable, "-m", "mnistpipe.bench_tsne", "--mnist", str(mnist_dir), "--n", "300",
+    methods = f"{REFERENCE_METHOD},pca50+opentsne-bh"
+    proc = subprocess.run([sys.executable, "-m", "mnistpipe.lab.bench_tsne", "--mnist", str(mnist_dir), "--n", "300",
                            "--threads", "1", "--methods", methods, "--trust-size", "200", "--json", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -111,6 +112,6 @@ def test_cli_times_scores_and_picks_on_real_mnist(mnist_dir, tmp_path):
         assert m["seconds"] > 0
         # Real digits embed far better than chance (about 0.5): a broken embedding or score would fail here.
         assert 0.8 < m["trustworthiness"] <= 1.0
-    assert r["methods"][TODAY]["speedup"] == 1.0
+    assert r["methods"][REFERENCE_METHOD]["speedup"] == 1.0
     assert r["winner"] == bench_tsne.pick(r)
     assert all(m in proc.stdout for m in methods.split(",")) and "winner" in proc.stdout

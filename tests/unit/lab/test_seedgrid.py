@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from mnistpipe import seedgrid
 from mnistpipe.errors import PipelineError
+from mnistpipe.lab import seedgrid
 
-SEED_GRID_DOC = Path(__file__).resolve().parents[2] / "docs" / "seed-grid.md"
+SEED_GRID_DOC = Path(__file__).resolve().parents[3] / "docs" / "seed-grid.md"
 METRICS = "metrics/train_baseline/metrics.json"
 BASE = {"seed": 0, "dropout": 0.25, "lr": 0.003, "train_baseline": {"channels": [16, 32, 64], "hidden": 128}}
 
@@ -173,11 +173,7 @@ def test_a_metric_equal_in_every_experiment_is_flagged():
     assert "Warning: evaluate.json:acc is 0.9900 in all 6 experiments" in table
 
 
-def test_replace_block_and_the_readme_section():
-    text = f"a\n{seedgrid.START}\nold\n{seedgrid.END}\nb\n"
-    assert seedgrid.replace_block(text, "| t |\n") == f"a\n{seedgrid.START}\n| t |\n{seedgrid.END}\nb\n"
-    with pytest.raises(PipelineError, match="needs one"):
-        seedgrid.replace_block("no markers", "x")
+def test_the_seed_grid_page():
     section = SEED_GRID_DOC.read_text()
     assert section.count(seedgrid.START) == 1 and section.count(seedgrid.END) == 1
     for needed in ("dvc exp run --queue -S seed=0,1,2,3,4 -S dropout=0,0.25 train_baseline", "dvc queue start -j 2",
@@ -186,7 +182,7 @@ def test_replace_block_and_the_readme_section():
 
 
 def _cli(args, *, stdin=None, cwd=None):
-    return subprocess.run([sys.executable, "-m", "mnistpipe.seedgrid", *args], input=stdin, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "mnistpipe.lab.seedgrid", *args], input=stdin, capture_output=True,
                           text=True, cwd=cwd, timeout=120)
 
 

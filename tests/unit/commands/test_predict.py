@@ -1,6 +1,7 @@
-"""mnistpipe.predict: drawn digits made into MNIST digits (any size and mode), real MNIST digits through the whole
-preprocessing, and the command line in-process: its table, CSV and JSON, and a one-line error with exit status 2
-and no output written for every bad input. tests/stages/test_predict_cli.py runs it on the pipeline's own models.
+"""mnistpipe.inference and `mnistpipe-predict` (mnistpipe.commands.predict): drawn digits made into MNIST digits
+(any size and mode), real MNIST digits through the whole preprocessing, and the command line in-process: its
+table, CSV and JSON, and a one-line error with exit status 2 and no output written for every bad input.
+tests/stages/test_predict_cli.py runs it on the pipeline's own models.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fitting import cnn_config, dae_config, fit_cnn
 from PIL import Image, ImageDraw, ImageFile
 
-from mnistpipe import errors, io, models, predict, train
-from mnistpipe.architecture import CNNConfig, DAEConfig
+from mnistpipe import inference, io, models, runner, train
+from mnistpipe.commands import predict
 from mnistpipe.errors import PipelineError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -109,7 +111,7 @@ def assert_mnist_like(x: torch.Tensor) -> None:
 @pytest.mark.parametrize("shape", ["7", "1", "4", "0"])
 @pytest.mark.parametrize("size", [(24, 32), (300, 200), (1000, 1400)])
 def test_drawn_digits_become_mnist_digits(shape, size):
-    x = predict.to_mnist(draw(shape, size))
+    x = inference.to_mnist(draw(shape, size))
     assert_mnist_like(x)
     h, w = ink_box(x)
     if shape == "1":
@@ -118,9 +120,9 @@ def test_drawn_digits_become_mnist_digits(shape, size):
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_every_mode_and_background_gives_the_same_digit(variant):
-    reference = predict.to_mnist(draw())
+    reference = inference.to_mnist(draw())
     assert_mnist_like(reference)
-    x = predict.to_mnist(VARIANTS[variant]())
+    x = inference.to_mnist(VARIANTS[variant]())
     assert torch.allclose(x, reference, atol=1e-6), f"{variant}: differs from black-on-white by " \
                                                     f"{float((x - reference).abs().max()):.3f}"
 
@@ -131,7 +133,7 @@ def test_position_and_margin_do_not_matter():
     small = draw("4", (120, 120))
     big = Image.new("L", (900, 700), 255)
     big.paste(draw("4", (240, 240)).resize((120, 120), Image.Resampling.NEAREST), (700, 40))
-    a, b = predict.to_mnist(small), predict.to_mnist(big)
+    a, b = inference.to_mnist(small), inference.to_mnist(big)
     assert_mnist_like(b)
     assert float((a - b).abs().mean()) < 0.02
 
@@ -147,7 +149,7 @@ def test_position_and_margin_do_not_matter():
 ])
 def test_blank_and_empty_images_are_refused(image, needle):
     with pytest.raises(PipelineError, match=needle) as exc:
-        predict.to_mnist(image, name="mine.png")
+        inference.to_mnist(image, name="mine.png")
     assert "mine.png" in str(exc.value)
 
 
@@ -156,9 +158,9 @@ def small_cnn(t10k):
     """A small CNN trained on 3000 real test digits for one epoch (about a second); weak but real."""
     images, labels = t10k
     x = images[:3000].unsqueeze(1).float() / 255
-    config = CNNConfig(kernel_size=3, stride=1, dropout=0.1, channels=(8, 16), hidden=32)
-    model, _ = train.train_cnn(x, labels[:3000], x[:200], labels[:200], config, lr=3e-3, epochs=1, batch_size=64,
-                               seed=0, device="cpu")
+    config = cnn_config(kernel_size=3, stride=1, dropout=0.1, channels=(8, 16), hidden=32)
+    model, _ = fit_cnn(x, labels[:3000], x[:200], labels[:200], config, lr=3e-3, epochs=1, batch_size=64, seed=0,
+                       device="cpu")
     return model
 
 
@@ -182,9 +184,9 @@ def test_real_digits_keep_their_prediction(t10k, small_cnn, how):
     it predicts on the original 28x28 digit, for nearly all of them."""
     images, labels = t10k
     originals = images[9000:9100]
-    x = torch.stack([predict.to_mnist(render(d.numpy(), how)) for d in originals])
+    x = torch.stack([inference.to_mnist(render(d.numpy(), how)) for d in originals])
     assert_mnist_like(x[0])
-    ours = [r["digit"] for r in predict.classify(small_cnn, x)]
+    ours = [r["digit"] for r in inference.classify(small_cnn, x)]
     reference = train.predict(small_cnn, originals.unsqueeze(1).float() / 255).argmax(1).tolist()
     agree = float(np.mean([a == b for a, b in zip(ours, reference, strict=True)]))
     assert agree >= 0.9, f"{how}: only {agree:.0%} of the predictions agree with those on the original digits"
@@ -193,7 +195,7 @@ def test_real_digits_keep_their_prediction(t10k, small_cnn, how):
 
 def test_classify_returns_sorted_top3(small_cnn, t10k):
     x = t10k[0][:20].unsqueeze(1).float() / 255
-    out = predict.classify(small_cnn, x)
+    out = inference.classify(small_cnn, x)
     probs = train.predict(small_cnn, x).softmax(1)
     assert len(out) == 20
     for r, p in zip(out, probs, strict=True):
@@ -205,9 +207,9 @@ def test_classify_returns_sorted_top3(small_cnn, t10k):
 
 def test_denoise_is_the_autoencoder_on_8_bit_levels():
     torch.manual_seed(0)
-    dae = models.DAE(DAEConfig(width=4)).eval()
+    dae = models.DAE(dae_config(width=4)).eval()
     x = torch.rand(3, 1, 28, 28)
-    out = predict.denoise(dae, x)
+    out = inference.denoise(dae, x)
     assert out.shape == x.shape
     assert torch.allclose(out, train.predict(dae, x), atol=0.5 / 255 + 1e-6)
     assert torch.equal(torch.round(out * 255) / 255, out)
@@ -245,7 +247,7 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path, monkeypatch, wi
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
     with pytest.raises(PipelineError, match="too large to decode safely") as exc:
-        predict.open_image(path)
+        inference.open_image(path)
     assert str(path) in str(exc.value)
 
 
@@ -255,7 +257,7 @@ def test_open_image_applies_exif_orientation(tmp_path):
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     path = tmp_path / "photo.jpg"
     im.save(path, "JPEG", quality=95, exif=exif)
-    upright = predict.open_image(path)
+    upright = inference.open_image(path)
     assert upright.size == (120, 60)
 
 
@@ -265,11 +267,11 @@ def test_open_image_applies_exif_orientation(tmp_path):
 
 def run_cli(argv: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
     """(exit status, stdout, stderr) of `mnistpipe-predict argv`, run in this process."""
-    monkeypatch.delenv(errors.TRACEBACK_ENV, raising=False)
+    monkeypatch.delenv(runner.TRACEBACK_ENV, raising=False)
     monkeypatch.setattr("sys.argv", ["mnistpipe-predict", *argv])
     capsys.readouterr()
     try:
-        errors.run_stage(predict.main)
+        runner.run_stage(predict.main)
         status = 0
     except SystemExit as exc:
         status = exc.code
@@ -281,10 +283,10 @@ def run_cli(argv: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
 def models_dir(tmp_path, small_cnn):
     """A models folder as the pipeline leaves it: the small CNN as tuned.pt and a tiny autoencoder as dae.pt."""
     d = tmp_path / "models"
-    io.save_checkpoint(d / "tuned.pt", small_cnn, kind="cnn", config=small_cnn.config, stage="tune_cnn")
+    io.save_checkpoint(d / "tuned.pt", small_cnn, kind="cnn", stage="tune_cnn")
     torch.manual_seed(0)
-    dae = models.DAE(DAEConfig(width=4))
-    io.save_checkpoint(d / "dae.pt", dae, kind="dae", config=dae.config, stage="train_dae")
+    dae = models.DAE(dae_config(width=4))
+    io.save_checkpoint(d / "dae.pt", dae, kind="dae", stage="train_dae")
     return d
 
 
@@ -311,7 +313,8 @@ def test_cli_prints_table_and_writes_csv_and_json(tmp_path, models_dir, digits_d
                                 "--csv", str(csv_path), "--json", str(json_path)], capsys, monkeypatch)
     assert status == 0, err
     files = sorted(str(p) for p in digits_dir.iterdir() if p.suffix != ".txt") + [str(extra)]
-    expected = predict.classify(small_cnn, torch.stack([predict.to_mnist(predict.open_image(Path(f))) for f in files]))
+    digits = torch.stack([inference.to_mnist(inference.open_image(Path(f))) for f in files])
+    expected = inference.classify(small_cnn, digits)
 
     lines = out.splitlines()
     assert lines[0].split() == ["file", "digit", "confidence", "top-3"]
@@ -343,11 +346,11 @@ def test_cli_denoise_feeds_the_autoencoder_output(tmp_path, models_dir, digits_d
                               "--json", str(json_path)], capsys, monkeypatch)
     assert status == 0, err
     files = sorted(p for p in digits_dir.iterdir() if p.suffix != ".txt")
-    dae = predict.load_model(models_dir, "dae")
-    x = predict.denoise(dae, torch.stack([predict.to_mnist(predict.open_image(Path(f))) for f in files]))
+    dae = inference.load_model(models_dir, "dae")
+    x = inference.denoise(dae, torch.stack([inference.to_mnist(inference.open_image(Path(f))) for f in files]))
     doc = json.loads(json_path.read_text())
     assert doc["denoise"] is True
-    assert [p["digit"] for p in doc["predictions"]] == [r["digit"] for r in predict.classify(small_cnn, x)]
+    assert [p["digit"] for p in doc["predictions"]] == [r["digit"] for r in inference.classify(small_cnn, x)]
 
 
 def _blank(path: Path) -> None:
@@ -432,5 +435,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, models_
 def test_console_script_is_declared():
     text = (REPO_ROOT / "pyproject.toml").read_text()
     scripts = text.split("[project.scripts]", 1)[1].split("\n[", 1)[0]
-    assert re.search(r'^mnistpipe-predict = "mnistpipe\.predict:cli"$', scripts, re.M)
+    assert re.search(r'^mnistpipe-predict = "mnistpipe\.commands\.predict:cli"$', scripts, re.M)
     assert callable(predict.cli)
+    for script, target in (("mnistpipe-tune-worker", "commands.tune_worker"),
+                           ("mnistpipe-plots-template", "commands.plots_template")):
+        assert re.search(rf'^{script} = "mnistpipe\.{target}:cli"$', scripts, re.M), script

@@ -1,0 +1,1 @@
+"""User commands: thin command lines over library functions (predict, tune worker, dvc-plots template)."""

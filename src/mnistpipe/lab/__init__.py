@@ -1,0 +1,1 @@
+"""Tools that study the library: the benchmark, the search-setup comparison, the seed grid, the t-SNE comparison."""
