@@ -54,9 +54,9 @@ class _RecordingProxy:
 def test_offline_env_sends_http_and_https_to_the_proxy(helpers):
     """helpers.offline_env routes urllib's http and https requests, the public mirrors' included, to the proxy;
     its default proxy port refuses connections."""
-    from mnistpipe.data import PUBLIC_MIRRORS
+    from mnistpipe.data import SOURCES
 
-    urls = [m.rstrip("/") + "/t10k-labels-idx1-ubyte.gz" for m in PUBLIC_MIRRORS]
+    urls = [m.rstrip("/") + "/t10k-labels-idx1-ubyte.gz" for m in SOURCES["mnist"].mirrors]
     urls += ["http://example.com/mnist.gz", "https://example.com/mnist.gz"]  # both schemes, whatever the mirrors
     code = textwrap.dedent("""
         import sys, urllib.error, urllib.request

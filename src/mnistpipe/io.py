@@ -13,7 +13,6 @@ import glob
 import io
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,60 +86,50 @@ def _swap_in(tmp: Path, path: Path, *, directory: bool, txn: transaction.Transac
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def _atomic(path: str | os.PathLike, *, directory: bool) -> Iterator[Path]:
+    """The temporary file or folder beside `path` that replaces it once the block succeeds (see `atomic_path`,
+    `atomic_dir`); on failure it is removed and `path` is left as it was."""
+    path = Path(path)
+    txn = transaction.current()
+    tmp = _temp_beside(path, directory=directory)
+    # A folder is registered while it is written, so outputs written inside it rename at once (it carries them).
+    opened = directory and txn is not None and txn.defers(path)
+    if opened:
+        txn.open_dir(tmp)
+    handed_over = False
+    try:
+        try:
+            yield tmp
+        except OSError as exc:
+            raise _write_error(path, exc) from exc
+        if txn is not None and (opened or (not directory and txn.defers(path))):
+            txn.add(tmp, path, directory=directory)
+            handed_over = True
+        else:
+            _swap_in(tmp, path, directory=directory, txn=txn)
+    finally:
+        if not handed_over:
+            if opened:
+                txn.drop_dir(tmp)
+            transaction.remove(tmp)
+
+
+def atomic_path(path: str | os.PathLike) -> contextlib.AbstractContextManager[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds.
 
     Inside a transaction the rename waits for the transaction's commit. An OSError in the block (disk full...)
     becomes a `PipelineError` naming `path`.
     """
-    path = Path(path)
-    txn = transaction.current()
-    tmp = _temp_beside(path, directory=False)
-    handed_over = False
-    try:
-        try:
-            yield tmp
-        except OSError as exc:
-            raise _write_error(path, exc) from exc
-        if txn is not None and txn.defers(path):
-            txn.add(tmp, path, directory=False)
-            handed_over = True
-        else:
-            _swap_in(tmp, path, directory=False, txn=txn)
-    finally:
-        if not handed_over:
-            tmp.unlink(missing_ok=True)
+    return _atomic(path, directory=False)
 
 
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike) -> contextlib.AbstractContextManager[Path]:
     """Yield a fresh temporary directory next to `path`; swap it in for `path` only if the block succeeds.
 
     Inside a transaction the swap waits for the transaction's commit; outputs written inside the temporary
     directory are renamed within it at once, since the directory's own swap carries them.
     """
-    path = Path(path)
-    txn = transaction.current()
-    deferred = txn is not None and txn.defers(path)
-    tmp = _temp_beside(path, directory=True)
-    handed_over = False
-    if deferred:
-        txn.open_dir(tmp)
-    try:
-        try:
-            yield tmp
-        except OSError as exc:
-            raise _write_error(path, exc) from exc
-        if deferred:
-            txn.add(tmp, path, directory=True)
-            handed_over = True
-        else:
-            _swap_in(tmp, path, directory=True, txn=txn)
-    finally:
-        if not handed_over:
-            if deferred:
-                txn.drop_dir(tmp)
-            shutil.rmtree(tmp, ignore_errors=True)
+    return _atomic(path, directory=True)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -81,13 +81,13 @@ class CNNConfig(_Strict, frozen=True):
     first convolution only. A kernel/stride that leaves no spatial output on 28x28 images is refused.
     """
 
-    kernel_size: KernelSize
-    stride: Stride
-    dropout: Dropout
-    channels: Channels
-    convs_per_block: ConvsPerBlock
-    hidden: Hidden
-    batchnorm: bool
+    kernel_size: KernelSize = Field(description="convolution kernel side, pixels")
+    stride: Stride = Field(description="stride of the first convolution, pixels")
+    dropout: Dropout = Field(description="dropout probability before each fully connected layer")
+    channels: Channels = Field(description="output channels of each conv block")
+    convs_per_block: ConvsPerBlock = Field(description="convolutions per block")
+    hidden: Hidden = Field(description="units of the hidden fully connected layer; 0 = none")
+    batchnorm: bool = Field(description="BatchNorm after each block's pooling")
 
     @model_validator(mode="after")
     def _spatial(self) -> CNNConfig:
@@ -102,8 +102,8 @@ class CNNConfig(_Strict, frozen=True):
 class DAEConfig(_Strict, frozen=True):
     """The denoising autoencoder's architecture: `width` channels at full resolution, U-Net `skips` or none."""
 
-    width: Width
-    skips: bool
+    width: Width = Field(description="channels at full resolution")
+    skips: bool = Field(description="U-Net skip connections")
 
 
 # The CNN's training settings: keyword arguments of train.train_cnn, apart from the data, seed and device.
@@ -234,18 +234,13 @@ class TuneCnn(_Strict):
     pruner: Pruner
 
     # Field validators (not a model one) so the error line names the key and shows its value, not the section.
-    @field_validator("storage")
+    @field_validator("storage", "n_workers")
     @classmethod
-    def _rdb_url(cls, v: str) -> str:
-        if v and "://" not in v:
+    def _workers_share_an_rdb_storage(cls, v: Any, info: ValidationInfo) -> Any:
+        if info.field_name == "storage" and v and "://" not in v:
             raise ValueError("must be empty or an Optuna RDB URL such as sqlite:///../tune.db or "
                              "postgresql+psycopg2://user@host/db")
-        return v
-
-    @field_validator("n_workers")
-    @classmethod
-    def _workers_share_a_storage(cls, v: int, info: ValidationInfo) -> int:
-        if v > 1 and not info.data.get("storage"):
+        if info.field_name == "n_workers" and v > 1 and not info.data.get("storage"):
             raise ValueError("above 1 needs tune_cnn.storage (an RDB URL the workers share, e.g. "
                              "sqlite:///../tune.db)")
         return v

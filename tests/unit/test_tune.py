@@ -109,8 +109,10 @@ def test_two_worker_processes_share_an_sqlite_study(split, tmp_path):
     trials = found.study.trials
     assert len(trials) == N_TRIALS and all(t.state.is_finished() for t in trials)
     workers = [t.user_attrs["worker"] for t in trials]
-    assert len(set(workers)) == 2 and tune.worker_name() not in workers
-    assert all(workers.count(w) == N_TRIALS // 2 for w in set(workers)), workers  # an even share each
+    # The enqueued baseline (trial 0) is run by the stage's own process before the workers start, so no two
+    # processes can take it; the workers share the rest.
+    assert trials[0].params == BASELINE and workers[0] == tune.worker_name()
+    assert len(set(workers[1:])) == 2 and tune.worker_name() not in workers[1:], workers
     assert found.best_value == optuna.load_study(study_name="tune_cnn", storage=url).best_value
 
 
@@ -239,8 +241,27 @@ def test_worker_respects_the_study_budget(split, tmp_path):
     path = tmp_path / "train.pt"
     io.save_tensors(path, split)
     url = f"sqlite:///{tmp_path / 'tune.db'}"
-    tune.open_shared_study(url, "s", spec=spec(meta={"data": str(path), "data_sha256": ""}, budget=2))
+    study = tune.open_shared_study(url, "s", spec=spec(meta={"data": str(path), "data_sha256": ""}, budget=3))
+    # The stage runs the enqueued baseline itself before any worker joins (tune.tune_cnn does the same).
+    d = {k: tensors.to_float(v) if k.startswith("x_") else v for k, v in split.items()}
+    objective = tune.make_objective(d["x_train"], d["y_train"], d["x_val"], d["y_val"], space=SPACE, recipe=RECIPE,
+                                    seed=0, trial_train_size=SUBSET, device="cpu", worker="stage")
+    assert tune.run_trials(study, objective, budget_images=3 * SUBSET, max_trials=1) == 1
     assert tune_worker.main(["--storage", url, "--study", "s", "--seed", "1"]) == 2
     assert tune_worker.main(["--storage", url, "--study", "s", "--seed", "2"]) == 0  # spent: nothing to add
     trials = optuna.load_study(study_name="s", storage=url).trials
-    assert trials[0].params == BASELINE and [t.user_attrs["images_seen"] for t in trials] == [SUBSET, SUBSET]
+    assert trials[0].params == BASELINE and trials[0].user_attrs["worker"] == "stage"
+    assert [t.user_attrs["images_seen"] for t in trials] == [SUBSET] * 3
+
+
+def test_a_worker_never_takes_the_baseline(split, tmp_path):
+    """Trial 0 waits for the stage: a worker joining before the stage ran it waits, then gives up with one line."""
+    path = tmp_path / "train.pt"
+    io.save_tensors(path, split)
+    url = f"sqlite:///{tmp_path / 'tune.db'}"
+    study = tune.open_shared_study(url, "s", spec=spec(meta={"data": str(path), "data_sha256": ""}))
+    assert tune.baseline_waiting(study)
+    with pytest.raises(PipelineError, match="its baseline trial has waited 0.2 s .* then the workers") as exc:
+        tune.wait_for_baseline(study, poll_seconds=0.05, timeout=0.2)
+    assert "\n" not in str(exc.value)
+    assert [t.state.name for t in study.trials] == ["WAITING"]

@@ -49,12 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     study, spec = tune.attach(args.storage, args.study, sampler_seed=seed)
-    tune.wait_for_baseline(study)  # trial 0 is the stage's to run, never a worker's
     meta = spec.get("meta") or {}
     path = Path(args.data or meta.get("data") or "")
     if not str(path) or str(path) == ".":
         raise PipelineError(f"study {args.study!r} does not say where its training data lies; pass --data")
     d = load_training_data(path, sha256=meta.get("data_sha256", ""), study_name=args.study)
+    tune.wait_for_baseline(study)  # trial 0 is the stage's to run, never a worker's
     objective = tune.make_objective(d["x_train"], d["y_train"], d["x_val"], d["y_val"], space=spec["space"],
                                     recipe=spec["recipe"], seed=spec["seed"],
                                     trial_train_size=spec["trial_train_size"],

@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import PipelineError, peak_memory_mib
+from ..errors import PipelineError
 from ..plots import TSNE_METHODS, _pixels, tsne_embed
+from ..runner import peak_memory_mib
 from .cli import mnist_source, run_cli
 
 # The reference of speed and quality: sklearn's Barnes-Hut t-SNE on the raw pixels, the plainest way to embed;

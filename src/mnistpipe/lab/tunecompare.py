@@ -77,7 +77,6 @@ def compare(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y
     """
     if not setups or not seeds:
         raise PipelineError("nothing to compare: give at least one setup and one search seed (--seeds 0 1 2)")
-    tune.check_in_space(baseline_hp, space)
     retrained: dict[tuple, float] = {}
 
     def retrain(hp: dict[str, Any], seed: int) -> float:
@@ -230,12 +229,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if unknown:
         raise PipelineError(f"unknown setup {', '.join(sorted(unknown))}; choose from {', '.join(SETUPS)}")
     params = read_params(args.params)
-    t = io.load_tensors(args.data, producer="download")
-    missing = {"x_train", "y_train", "x_val", "y_val"} - set(t)
-    if missing:
-        raise PipelineError(f"{args.data} lacks {', '.join(sorted(missing))}; rerun `dvc repro download`")
-    d = {k: tensors.to_float(v) if k.startswith("x_") else v for k, v in t.items() if k in
-         ("x_train", "y_train", "x_val", "y_val")}
+    t = tensors.checked(io.load_tensors(args.data, producer="download"), ("x_train", "y_train", "x_val", "y_val"),
+                        source=str(args.data), producer="download")
+    d = {k: tensors.to_float(v) if k.startswith("x_") else v for k, v in t.items()}
     tc = params.tune_cnn
     space, recipe, hp = tc.space.model_dump(), params.recipe.model_dump(mode="json"), params.baseline()
     budget, subset = tc.budget, tc.trial_train_size
