@@ -1,4 +1,7 @@
-"""Draw the report's figures from the data, the tuned CNN and the evaluate stage's results (labels only colour)."""
+"""Draw the report's figures from the data, the tuned CNN and the evaluate stage's results (labels only colour), and
+the offline page template that `dvc plots show` renders them with."""
+
+from pathlib import Path
 
 from common import (
     CHECKPOINTS,
@@ -13,10 +16,12 @@ from common import (
     load_split,
     read_checked_json,
 )
-from mnistpipe import datasets, evaluate, io, models, noise, plots
+from mnistpipe import datasets, evaluate, io, models, noise, plots, plots_template
 from mnistpipe.errors import PipelineError
 from mnistpipe.runner import run_stage
 
+# The offline page of `dvc plots show`, which .dvc/config's plots.html_template names (relative to .dvc/).
+PLOTS_TEMPLATE = Path("dvc_plots_template.html")
 N_SAMPLES, N_DENOISED = 40, 10  # test images in samples.png; columns of denoising.png
 # Comparison bars: label -> (evaluate result, training stages whose train_seconds add up to its cost).
 COMPARED = {"clean": ("tuned", ["tune_cnn"]), "noisy": ("noisy", ["train_on_noisy"]),
@@ -75,6 +80,7 @@ def main() -> None:
     }
     for name, fig in figures.items():
         plots.save_png(fig, PLOTS / f"{name}.png")
+    plots_template.write_template(PLOTS_TEMPLATE)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 
-from .io import atomic_path
+from .io import write_text
 
 # DVC's plot divs call vegaEmbed() from classic inline scripts while the page is parsed, but a module script runs
 # only after parsing: until the bundle has loaded, record the calls and hand back promises that settle on replay.
@@ -70,8 +70,5 @@ def build_template() -> str:
 
 
 def write_template(path: str | os.PathLike) -> None:
-    """Write `build_template()`'s page to `path` as UTF-8, atomically."""
-    text = build_template()
-    # Not io.write_text: it uses the locale's encoding, and the bundle has non-ASCII text that DVC reads as UTF-8.
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    """Write `build_template()`'s page to `path` as UTF-8 (how DVC reads it), atomically."""
+    write_text(path, build_template())
