@@ -11,7 +11,7 @@ import socket
 import threading
 from urllib.parse import urlsplit
 
-from test_plots_offline import CHROMIUM, chromium_dom
+from chromium import CHROMIUM, chromium_dom
 
 from mnistpipe import study
 
