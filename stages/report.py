@@ -35,7 +35,7 @@ def _curves(stage: str) -> dict[str, list[float]]:
 def _seed_grid() -> str | None:
     if not SEED_GRID.is_file():
         return None
-    from mnistpipe import seedgrid  # only when a grid is committed
+    from mnistpipe.lab import seedgrid  # only when a grid is committed
 
     rows = io.read_json(SEED_GRID, producer="scripts/seed_grid.sh")
     return seedgrid.tabulate(rows, [SEED_GRID_METRIC], by=["dropout"], percent=True).strip()

@@ -34,8 +34,9 @@ MIRROR_ENV = "MNIST_MIRROR"
 # Metrics that measure time: they differ between two identical runs by nature.
 TIMING_KEYS = frozenset({"train_seconds", "search_seconds", "user_attrs_train_seconds", "datetime_start",
                          "datetime_complete", "duration"})
-# Output files drawn from timings (dvclive's per-epoch seconds, visualize's cost-vs-accuracy bars).
-TIMING_FILES = frozenset({"train_seconds.tsv", "comparison.png"})
+# Output files drawn from timings (dvclive's per-epoch seconds, visualize's cost-vs-accuracy bars, and the study's
+# "Accuracy and training time" table in report/README.md and report/index.html).
+TIMING_FILES = frozenset({"train_seconds.tsv", "comparison.png", "README.md", "index.html"})
 # Wall-clock seconds of the expensive steps, printed at the end of the session.
 TIMINGS: dict[str, float] = {}
 # Environment variables that must not leak from the caller into the stages (a debugging switch changes stderr,

@@ -118,8 +118,13 @@ def test_two_workers_fill_one_postgres_study(repo_copy, helpers):
         trials = study.get_trials(deepcopy=False)
         assert len(trials) >= 4, [t.state for t in trials]
         assert all(t.state.is_finished() for t in trials), [t.state for t in trials]
-        workers = {t.user_attrs.get("worker") for t in trials}
+        # Trial 0, the enqueued baseline, is run by the stage's own process before the workers start (no two
+        # processes may take it); the two workers share the rest.
+        assert trials[0].user_attrs.get("enqueued_baseline") and trials[0].user_attrs.get("worker")
+        workers = {t.user_attrs.get("worker") for t in trials[1:]}
         assert len(workers) == 2 and None not in workers, f"trials should come from two workers: {workers}"
+        assert trials[0].user_attrs["worker"] not in workers
+        assert sum(t.params == trials[0].params for t in trials) == 1, "the baseline ran more than once"
 
         best = json.loads((repo / "models/tuned_config.json").read_text())
         recipe = helpers.read_params(repo)["recipe"]

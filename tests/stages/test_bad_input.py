@@ -66,20 +66,21 @@ def test_noisy_and_clean_shapes_differ(repo_copy, helpers):
 
 
 def test_diverged_training(repo_copy, helpers):
-    """lr: 1000 on the tiny run: the loss reaches ~4e10 but stays finite in the single epoch (regression: a check
-    for non-finite losses alone accepted it, and the stage exited 0 with a useless checkpoint).
+    """lr: 10 on the tiny run: the loss explodes but stays finite in the single epoch (regression: a check for
+    non-finite losses alone accepted it, and the stage exited 0 with a useless checkpoint).
 
     Regression: train._fit's tqdm bar once wrote to stderr even when stderr was not a terminal, so captured stderr
     (dvc and CI logs, `dvc queue logs`) read '\\rcnn:   0%|...\\r    \\rerror: ...' instead of one 'error:' line."""
-    helpers.set_param(repo_copy, "lr", 1000)
+    helpers.set_param(repo_copy, "tune_cnn.space.lr", {"low": 0.0005, "high": 10, "log": True})  # trial 0 = it
+    helpers.set_param(repo_copy, "lr", 10)  # the largest lr params.yaml admits
     _expect_error(helpers, repo_copy, "train_baseline", "diverged", "lr")
 
 
-def test_diverged_training_nan(repo_copy, helpers):
-    """An lr so large that the loss turns NaN: the divergence check fires, and the error must be the only line
-    (the same regression as above: the progress bar on stderr)."""
+def test_an_absurd_lr_is_refused_before_training(repo_copy, helpers):
+    """lr: 1e30 would turn the loss NaN: the params schema refuses it, in one line naming the key and its range,
+    before any training (a NaN loss from an lr in range still fails as "diverged": tests/unit/test_train.py)."""
     helpers.set_param(repo_copy, "lr", 1.0e30)
-    _expect_error(helpers, repo_copy, "train_baseline", "diverged", "lower lr")
+    _expect_error(helpers, repo_copy, "train_baseline", "'lr'", "less than or equal to 10")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -97,12 +97,13 @@ def test_download_stage_verifies_the_real_recompressed_fashion_mnist(mini_repo, 
 
 
 def test_dataset_param_reruns_download_and_names_the_classes_in_the_reports(repo_copy, helpers):
-    """`dataset` is a param of download (whose new data then reruns everything after it), of the two stages
-    that name classes and of the five that record it in their checkpoints; evaluate's reports then use
+    """`dataset` is a param of download (whose new data then reruns everything after it), of the three stages
+    that name classes (evaluate, visualize, report) and of the five that record it in their checkpoints;
+    evaluate's reports then use
     Fashion-MNIST's names while the metric keys stay 0-9."""
     helpers.set_param(repo_copy, "dataset", "fashion-mnist")
     proc = helpers.dvc(repo_copy, "status", "--json", check=True)
-    assert set(json.loads(proc.stdout or "{}")) == {"validate_params", "download", "evaluate", "visualize",
+    assert set(json.loads(proc.stdout or "{}")) == {"validate_params", "download", "evaluate", "visualize", "report",
                                                     "train_baseline", "tune_cnn", "train_on_noisy", "train_dae",
                                                     "train_on_denoised"}
     rc, _, err = helpers.run_stage(repo_copy, "evaluate")

@@ -236,6 +236,7 @@ def test_evaluate_outputs_change_together_or_not_at_all(repo_copy, helpers, tmp_
 def test_ctrl_c_during_training_is_one_line_and_changes_nothing(repo_copy, helpers):
     """SIGINT once the first epoch is logged: exit 130, one `error: interrupted ...` line, no traceback, and
     the checkpoint and logs as they were."""
+    helpers.set_param(repo_copy, "tune_cnn.space.epochs", {"low": 1, "high": 40})  # the baseline stays trial 0
     helpers.set_param(repo_copy, "epochs", 40)  # far longer than the test waits
     outs = helpers.stage_outputs(repo_copy, "train_baseline")
     before = helpers.snapshot(repo_copy, outs)
@@ -265,6 +266,7 @@ def test_ctrl_c_under_dvc_repro_says_the_outputs_are_gone_and_how_to_get_them_ba
     """Under `dvc repro` DVC removes a stage's outputs before running it: the interrupted stage says so (not
     "unchanged") and names `dvc checkout <stage>` and `git restore`, which bring the previous outputs back byte for
     byte."""
+    helpers.set_param(repo_copy, "tune_cnn.space.epochs", {"low": 1, "high": 40})
     helpers.set_param(repo_copy, "epochs", 40)
     outs = helpers.stage_outputs(repo_copy, "train_baseline")
     before = helpers.snapshot(repo_copy, outs)
