@@ -233,24 +233,34 @@ def test_evaluate_outputs_change_together_or_not_at_all(repo_copy, helpers, tmp_
 # ---------------------------------------------------------------------------------------------- Ctrl-C
 
 
+def _long_training(helpers, repo: Path) -> tuple[list[str], dict]:
+    """Make train_baseline run far longer than a test waits (the baseline stays trial 0 of the search); return its
+    outputs and their snapshot."""
+    helpers.set_param(repo, "tune_cnn.space.epochs", {"low": 1, "high": 40})
+    helpers.set_param(repo, "epochs", 40)
+    outs = helpers.stage_outputs(repo, "train_baseline")
+    return outs, helpers.snapshot(repo, outs)
+
+
+def _wait_for_first_epoch(proc: subprocess.Popen, repo: Path, what: str) -> None:
+    """Until dvclive has written train_baseline's first epoch into its temporary log folder."""
+    deadline = time.monotonic() + 240
+    while not list((repo / "metrics").glob(".train_baseline.*.tmp/plots/metrics/*.tsv")):
+        assert proc.poll() is None, f"{what} ended ({proc.returncode}) before it was interrupted"
+        assert time.monotonic() < deadline, "training never logged an epoch"
+        time.sleep(0.05)
+
+
 def test_ctrl_c_during_training_is_one_line_and_changes_nothing(repo_copy, helpers):
     """SIGINT once the first epoch is logged: exit 130, one `error: interrupted ...` line, no traceback, and
     the checkpoint and logs as they were."""
-    helpers.set_param(repo_copy, "tune_cnn.space.epochs", {"low": 1, "high": 40})  # the baseline stays trial 0
-    helpers.set_param(repo_copy, "epochs", 40)  # far longer than the test waits
-    outs = helpers.stage_outputs(repo_copy, "train_baseline")
-    before = helpers.snapshot(repo_copy, outs)
+    outs, before = _long_training(helpers, repo_copy)
     # A suite started in the background (`nohup ... &`) passes SIGINT on ignored, and Python then keeps it ignored:
     # the child gets the default disposition back, as a stage started from a terminal has it.
     proc = _popen(helpers, repo_copy, ["stages/train_baseline.py"],
                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        deadline = time.monotonic() + 240
-        # dvclive writes its per-epoch files into the temporary log folder after each epoch
-        while not list((repo_copy / "metrics").glob(".train_baseline.*.tmp/plots/metrics/*.tsv")):
-            assert proc.poll() is None, f"train_baseline ended ({proc.returncode}) before it was interrupted"
-            assert time.monotonic() < deadline, "training never logged an epoch"
-            time.sleep(0.05)
+        _wait_for_first_epoch(proc, repo_copy, "train_baseline")
         proc.send_signal(signal.SIGINT)
         rc, err, _ = _wait_rusage(proc, timeout=120)
     finally:
@@ -266,21 +276,14 @@ def test_ctrl_c_under_dvc_repro_says_the_outputs_are_gone_and_how_to_get_them_ba
     """Under `dvc repro` DVC removes a stage's outputs before running it: the interrupted stage says so (not
     "unchanged") and names `dvc checkout <stage>` and `git restore`, which bring the previous outputs back byte for
     byte."""
-    helpers.set_param(repo_copy, "tune_cnn.space.epochs", {"low": 1, "high": 40})
-    helpers.set_param(repo_copy, "epochs", 40)
-    outs = helpers.stage_outputs(repo_copy, "train_baseline")
-    before = helpers.snapshot(repo_copy, outs)
+    outs, before = _long_training(helpers, repo_copy)
     # Its own session, so the test can Ctrl-C the whole process group as a terminal does.
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", "train_baseline"], cwd=repo_copy,
                             env=helpers.stage_env(repo_copy), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        deadline = time.monotonic() + 240
-        while not list((repo_copy / "metrics").glob(".train_baseline.*.tmp/plots/metrics/*.tsv")):
-            assert proc.poll() is None, f"dvc repro ended ({proc.returncode}) before it was interrupted"
-            assert time.monotonic() < deadline, "training never logged an epoch"
-            time.sleep(0.05)
+        _wait_for_first_epoch(proc, repo_copy, "dvc repro")
         assert not (repo_copy / "models/baseline.pt").exists()  # DVC removed it before starting the stage
         os.killpg(proc.pid, signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
