@@ -7,12 +7,17 @@ command makes it):
   part, formatted by `mnistpipe.lab.bench_tsne.format_markdown`);
 - select-cpu-2core.json: `python -m mnistpipe.lab.bench --select --json benchmarks/select-cpu-2core.json`;
 - tuning-compare.json, only if present (formatted by `mnistpipe.lab.tunecompare.format_markdown`);
-- the newest repro-*.log by name (name them repro-YYYY-MM-DD.log): a full `dvc repro`'s output. Its format:
+- seed-spread-<dataset>.json, each if present: `python -m mnistpipe.lab.seedspread --json ...` after a `dvc repro`
+  on that dataset (the tuned CNN against the baseline over training seeds);
+- the newest repro-*.log by name (name them repro-YYYY-MM-DD.log): a full `dvc repro`'s output, and the newest
+  exp-*.log: a `dvc exp run` from the state of that repro. `scripts/timed_repro.sh` writes both; their format:
 
-      COMMIT=<sha>            first lines, written by the repro script before dvc starts
+      COMMIT=<sha>            first lines, written before dvc starts
       DATE=<YYYY-MM-DD>       (else the date in the file name)
+      CPU=<model name>, AVX512F=<yes|no>, CORES=<n>, COMMAND=<the command timed>
+      REFERENCE_EPOCH_SECONDS=<s>   one epoch of pytorch/examples' MNIST trainer, just before the run
       ...dvc's output, with each stage's own line `<stage>: done in <S> s, peak memory <M> MiB`...
-      WALL_SECONDS=<n>        the whole `dvc repro`'s wall-clock seconds, after it ends
+      WALL_SECONDS=<n>        the run's wall-clock seconds, after it ends
 
 It also puts the benchmark's printed table between docs/benchmark.md's `<!-- bench:start -->` / `<!-- bench:end -->`
 markers. `--check` changes nothing and exits with status 1 when RESULTS.md or that table differs from what
@@ -32,7 +37,9 @@ from mnistpipe.lab.markers import replace_between
 ROOT = Path(__file__).resolve().parent.parent
 BENCH, SELECT, TUNING, RESULTS = "bench-cpu-2core.json", "select-cpu-2core.json", "tuning-compare.json", "RESULTS.md"
 STAGE_LINE = re.compile(r"^(?P<stage>[\w.-]+): done in (?P<seconds>[\d.]+) s(?:, peak memory (?P<mib>[\d.]+) MiB)?$")
-KEY_LINE = re.compile(r"^(?P<key>COMMIT|DATE|WALL_SECONDS)=(?P<value>\S*)\s*$")
+KEYS = ("COMMIT", "DATE", "WALL_SECONDS", "REFERENCE_EPOCH_SECONDS", "CPU", "AVX512F", "CORES", "COMMAND")
+KEY_LINE = re.compile(rf"^(?P<key>{'|'.join(KEYS)})=(?P<value>.*?)\s*$")
+RAN_LINE = re.compile(r"^Running stage '(?P<stage>[\w.-]+)':$")
 
 INTRO = """# Measured results
 
@@ -70,10 +77,13 @@ the whole training split with the pipeline's seed and scored on the validation s
 equal quantity is the budget; the wall and CPU seconds include whatever else ran on the machine at the time.
 Raw output: [{file}]({file})."""
 
-REPRO_TEXT = """## Full `dvc repro` ({date}, commit {commit})
+REPRO_TEXT = """## {title} ({date}, commit {commit})
 
-Wall clock of the whole run: {wall}. Per stage, as each stage reports it on success (time inside the stage script
-and its peak resident memory); highest peak {peak}. Raw log: [{file}]({file})."""
+{machine}Wall clock of the whole run: {wall}.{ratio} Per stage, as each stage reports it on success (time inside the
+stage script and its peak resident memory); highest peak {peak}. Raw log: [{file}]({file})."""
+RATIO_TEXT = """ One reference epoch (pytorch/examples' MNIST trainer as published, `python -m
+mnistpipe.lab.bench_parts reference --epochs 1`) took {ref:.1f} s on the same machine just before, so the run took
+**{ratio:.2f} reference epochs**."""
 
 
 def _flag(v) -> str:
@@ -163,30 +173,63 @@ def select_markdown(out: dict, file: str = SELECT) -> str:
 
 
 def parse_repro_log(text: str) -> dict:
-    """COMMIT, DATE and WALL_SECONDS (None when absent) and the stage lines [(stage, seconds, MiB or None)]."""
-    out: dict = {"COMMIT": None, "DATE": None, "WALL_SECONDS": None, "stages": []}
+    """The KEYS (None when absent), the stage lines [(stage, seconds, MiB or None)] and the stages that ran."""
+    out: dict = {**dict.fromkeys(KEYS), "stages": [], "ran": []}
     for line in text.splitlines():
         if key := KEY_LINE.match(line.strip()):
             out[key["key"]] = key["value"] or None
         elif stage := STAGE_LINE.match(line.strip()):
             out["stages"].append((stage["stage"], float(stage["seconds"]),
                                   float(stage["mib"]) if stage["mib"] else None))
+        elif ran := RAN_LINE.match(line.strip()):
+            out["ran"].append(ran["stage"])
     return out
 
 
-def repro_markdown(log: Path) -> str:
-    """The `dvc repro` section from a log in the format of this module's docstring."""
+def reference_epochs(rec: dict) -> float | None:
+    """The run's wall clock over the reference epoch's seconds, when the log holds both."""
+    if rec["WALL_SECONDS"] is None or rec["REFERENCE_EPOCH_SECONDS"] is None:
+        return None
+    return float(rec["WALL_SECONDS"]) / float(rec["REFERENCE_EPOCH_SECONDS"])
+
+
+def repro_markdown(log: Path, title: str = "Full `dvc repro`") -> str:
+    """A timed run's section from a log in the format of this module's docstring."""
     rec = parse_repro_log(log.read_text())
     named = re.search(r"\d{4}-\d\d-\d\d", log.name)
     wall = rec["WALL_SECONDS"]
     mibs = [m for _, _, m in rec["stages"] if m is not None]
+    ratio = reference_epochs(rec)
+    machine = (f"{rec['CPU']}, {rec['CORES']} cores, AVX-512F {rec['AVX512F']}. " if rec["CPU"] else "")
     head = REPRO_TEXT.format(
+        title=title, machine=machine,
         date=rec["DATE"] or (named.group(0) if named else "date not recorded"),
         commit=rec["COMMIT"] or "not recorded", file=log.name,
         wall="not recorded in the log" if wall is None else f"{float(wall):.0f} s ({float(wall) / 60:.1f} min)",
+        ratio="" if ratio is None else RATIO_TEXT.format(ref=float(rec["REFERENCE_EPOCH_SECONDS"]), ratio=ratio),
         peak=f"{max(mibs):.0f} MiB" if mibs else "not recorded")
-    return head + "\n\n" + _table(["stage", "seconds", "peak memory (MiB)"], [
+    ran = f"\n\nStages that ran: {', '.join(rec['ran'])}." if rec["COMMAND"] and rec["ran"] else ""
+    return head + ran + "\n\n" + _table(["stage", "seconds", "peak memory (MiB)"], [
         [s, f"{sec:.1f}", "-" if mib is None else f"{mib:.0f}"] for s, sec, mib in rec["stages"]])
+
+
+SPREAD_TEXT = """## Tuned against baseline over training seeds (`python -m mnistpipe.lab.seedspread`)
+
+After a `dvc repro` on each dataset, the configuration select_cnn chose and the baseline were retrained on the
+whole training split at several training seeds and scored on the validation split (never the test set)."""
+
+
+def spread_markdown(files: list[tuple[str, dict]]) -> str:
+    """One paragraph per committed seed-spread file: its run, the search's cost and the verdict."""
+    from mnistpipe.lab import tunecompare
+
+    parts = [SPREAD_TEXT]
+    for name, r in files:
+        search = r.get("search_seconds")
+        cost = "" if search is None else f" The search took {search:.0f} s of that run."
+        parts.append(f"**{r['dataset']}** ({r['date']}, commit {r['commit']}, tuned CNN = {r['chosen']}; "
+                     f"[{name}]({name})).{cost} {tunecompare.spread_sentence(r['spread'])}")
+    return "\n\n".join(parts)
 
 
 def render(root: Path = ROOT) -> str:
@@ -204,9 +247,16 @@ def render(root: Path = ROOT) -> str:
 
         parts.append(TUNING_TEXT.format(file=TUNING) + "\n\n"
                      + tunecompare.format_markdown(json.loads((folder / TUNING).read_text())))
+    spreads = sorted(folder.glob("seed-spread-*.json"))
+    if spreads:
+        parts.append(spread_markdown([(p.name, json.loads(p.read_text())) for p in spreads]))
     logs = sorted(folder.glob("repro-*.log"))
     if logs:
         parts.append(repro_markdown(logs[-1]))
+    exps = sorted(folder.glob("exp-*.log"))
+    if exps:
+        command = parse_repro_log(exps[-1].read_text())["COMMAND"] or "dvc exp run"
+        parts.append(repro_markdown(exps[-1], title=f"`{command}` from the committed state"))
     return "\n\n".join(parts) + "\n"
 
 

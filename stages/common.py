@@ -19,11 +19,13 @@ DENOISED_TEST = Path("data/denoised/test.pt")
 MODELS = Path("models")
 METRICS = Path("metrics")
 PLOTS = Path("plots")
-BEST_CONFIG = MODELS / "tuned_config.json"   # tune_cnn's best hyperparameters + recipe, read by the retrains
-CHECKPOINTS = {name: MODELS / f"{name}.pt" for name in ("baseline", "tuned", "noisy", "dae", "denoised")}
+SEARCH_CONFIG = MODELS / "search_best.json"  # tune_cnn's best trial: its hyperparameters + recipe and objective
+BEST_CONFIG = MODELS / "tuned_config.json"    # select_cnn's choice (search winner or baseline), read by the retrains
+CHECKPOINTS = {name: MODELS / f"{name}.pt"
+               for name in ("baseline", "search_best", "tuned", "noisy", "dae", "denoised")}
 # The stage that writes each checkpoint, for "run `dvc repro <stage>`" messages.
-PRODUCERS = {"baseline": "train_baseline", "tuned": "tune_cnn", "noisy": "train_on_noisy", "dae": "train_dae",
-             "denoised": "train_on_denoised"}
+PRODUCERS = {"baseline": "train_baseline", "search_best": "tune_cnn", "tuned": "select_cnn",
+             "noisy": "train_on_noisy", "dae": "train_dae", "denoised": "train_on_denoised"}
 # The tensors of each data file: images x_* (uint8, N x 28 x 28) and labels y_* (int64, N), checked on every load.
 CONTENTS = {TRAIN: ("x_train", "y_train", "x_val", "y_val"), TEST: ("x_test", "y_test"),
             NOISY_TRAIN: ("x_train", "x_val"), NOISY_TEST: ("x_test",),
@@ -60,30 +62,33 @@ def read_checked_json(path: Path, *, producer: str, numbers: tuple[str, ...] = (
     return obj
 
 
-def read_best_config() -> dict:
-    """tune_cnn's best hyperparameters and recipe, flat (params.split_cnn splits them)."""
-    return params.tuned_hyperparameters(io.read_json(BEST_CONFIG, producer="tune_cnn"), source=str(BEST_CONFIG))
+def read_config(path: Path = BEST_CONFIG, *, producer: str = "select_cnn") -> dict:
+    """The hyperparameters and recipe, flat (params.split_cnn splits them), of a configuration file: the tuned
+    CNN's (select_cnn) or the search's best trial (SEARCH_CONFIG, tune_cnn)."""
+    return params.tuned_hyperparameters(io.read_json(path, producer=producer), source=str(path), producer=producer)
 
 
 def train_tuned_on(*, stage: str, images: Path, images_producer: str, checkpoint: str) -> None:
-    """Stage `stage`: train the tuned CNN configuration on other images (noisy or denoised: `images`, written by
-    `images_producer`) with the clean labels, and save it as CHECKPOINTS[`checkpoint`]."""
+    """Stage `stage`: fine-tune the tuned CNN on other images (noisy or denoised: `images`, written by
+    `images_producer`) with the clean labels, for the stage's own `epochs` at its own peak `lr` (the rest of the
+    tuned training settings kept), and save it as CHECKPOINTS[`checkpoint`]."""
     # Imported here: only the two retraining stages train, and a module-level import would make every stage that
     # uses this file depend on (and rerun after edits to) train.py, models.py and tracking.py.
     from mnistpipe import models, tracking, train
 
     run = load_params()
-    config, training = params.split_cnn(read_best_config())
-    epochs = getattr(run, stage).epochs
-    if epochs:
-        training["epochs"] = epochs
+    section = getattr(run, stage)
+    _, training = params.split_cnn(read_config())
+    training.update(epochs=section.epochs, lr=section.lr)
     labels = load_data(TRAIN, producer="download")
     x = load_split(images, producer=images_producer)
     tensors.check_counts(x, labels, images_source=str(images), labels_source=str(TRAIN), producer=images_producer)
-    model = models.CNN(config, seed=run.seed)
+    tuned = CHECKPOINTS["tuned"]
+    model = models.from_checkpoint(io.load_checkpoint(tuned, kind="cnn", producer=PRODUCERS["tuned"]), path=str(tuned),
+                                    seed=run.seed)
     with tracking.live_log(METRICS / stage) as live:
         result = train.train_cnn(model, x["x_train"], labels["y_train"], x["x_val"], labels["y_val"], **training,
                                  seed=run.seed, device=run.device, on_epoch=live.log_epoch, progress=True)
         live.summary.update(result.metrics)
-        io.save_checkpoint(CHECKPOINTS[checkpoint], model, kind="cnn",
-                           meta={"train_set": checkpoint, "dataset": run.dataset, **result.metrics}, stage=stage)
+        io.save_checkpoint(CHECKPOINTS[checkpoint], model, kind="cnn", stage=stage,
+                           meta={"train_set": checkpoint, "dataset": run.dataset, **result.metrics})

@@ -11,7 +11,7 @@ from mnistpipe.runner import run_stage
 REPORT = Path("report")
 # Metrics files by the stage that writes them (the training stages' summaries are <stage>/metrics.json).
 FILES = {"download": "download.json", "add_awgn": "add_awgn.json", "denoise": "denoise.json",
-         "evaluate": "evaluate.json", "robustness": "robustness.json",
+         "evaluate": "evaluate.json", "robustness": "robustness.json", "select_cnn": "select_cnn.json",
          **{s: f"{s}/metrics.json" for s in (*study.MODELS.values(), "train_dae")}}
 TRIALS = METRICS / "tune_cnn_trials.csv"
 # A committed seed grid of dropout on/off (`dvc exp show --json` of scripts/seed_grid.sh's experiments), if any.

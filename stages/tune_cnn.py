@@ -1,12 +1,12 @@
-"""Search the report's six CNN hyperparameters with Optuna, then retrain the best configuration on all data.
+"""Search the report's six CNN hyperparameters with Optuna, then retrain the best trial's configuration on all data.
 
-The baseline's six hyperparameters are trial 0 of the search, and both share params.yaml's `recipe`, so the
-metrics put the baseline trial's val accuracy beside the best trial's on the same objective.
+The search depends on its own section, the recipe and the data only, not on the baseline's six: a change of the
+baseline (`dvc exp run -S dropout=0`) leaves it cached. select_cnn puts the baseline beside its winner.
 """
 
 import time
 
-from common import BEST_CONFIG, CHECKPOINTS, METRICS, PLOTS, TRAIN, load_params, load_split
+from common import CHECKPOINTS, METRICS, PLOTS, SEARCH_CONFIG, TRAIN, load_params, load_split
 from mnistpipe import io, models, params, studydata, tracking, train, tune
 from mnistpipe.runner import run_stage
 
@@ -22,8 +22,8 @@ def main() -> None:
     found = tune.tune_cnn(d["x_train"], d["y_train"], d["x_val"], d["y_val"], space=p.space.model_dump(),
                           recipe=recipe, budget=p.budget, n_trials=p.n_trials, seed=seed,
                           sampler=p.sampler.model_dump(), pruner=p.pruner.model_dump(),
-                          trial_train_size=p.trial_train_size, enqueue=run.baseline(), storage=p.storage,
-                          study_name=p.study_name, device=run.device, n_workers=p.n_workers, meta=meta)
+                          trial_train_size=p.trial_train_size, storage=p.storage, study_name=p.study_name,
+                          device=run.device, n_workers=p.n_workers, meta=meta)
     search_seconds = time.perf_counter() - t0
     hp = {**found.best_params, **recipe}
     config, training = params.split_cnn(hp)
@@ -31,16 +31,12 @@ def main() -> None:
     with tracking.live_log(METRICS / "tune_cnn") as live:
         result = train.train_cnn(model, d["x_train"], d["y_train"], d["x_val"], d["y_val"], **training, seed=seed,
                                  device=run.device, on_epoch=live.log_epoch, progress=True)
-        # The search objective of the enqueued baseline (absent if that trial failed: JSON has no NaN) and of the
-        # best trial, then the search's cost.
-        base = {} if found.baseline_value is None else {"baseline_trial_val_acc": found.baseline_value}
-        live.summary.update(result.metrics, **base, best_trial_val_acc=found.best_value, best_trial=found.best_trial,
-                            winner_is_baseline=found.best_trial == found.baseline_trial,
+        live.summary.update(result.metrics, best_trial_val_acc=found.best_value, best_trial=found.best_trial,
                             search_seconds=search_seconds, n_trials=len(found.trials), n_pruned=found.n_pruned,
                             budget_used=found.budget_used)
-        io.save_checkpoint(CHECKPOINTS["tuned"], model, kind="cnn", stage="tune_cnn",
+        io.save_checkpoint(CHECKPOINTS["search_best"], model, kind="cnn", stage="tune_cnn",
                            meta={"train_set": "clean", "dataset": run.dataset, **result.metrics})
-    io.write_json(BEST_CONFIG, {"hyperparameters": hp, "best_trial_val_acc": found.best_value})
+    io.write_json(SEARCH_CONFIG, {"hyperparameters": hp, "best_trial_val_acc": found.best_value})
     with io.atomic_path(METRICS / "tune_cnn_trials.csv") as tmp:
         found.trials.to_csv(tmp, index=False)
     for name, fig in tune.study_figures(found.study).items():

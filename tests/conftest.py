@@ -54,7 +54,7 @@ TINY = {
     ("download", "test_limit"): 200,
     ("epochs",): 1,
     ("batch_size",): 64,
-    ("tune_cnn", "budget"): 2,  # 2 passes of 1-epoch trials: the enqueued baseline and one TPE trial
+    ("tune_cnn", "budget"): 2,  # 2 passes of 1-epoch trials
     ("tune_cnn", "n_trials"): 2,
     ("tune_cnn", "trial_train_size"): 300,
     ("tune_cnn", "space", "epochs"): {"low": 1, "high": 1},

@@ -22,7 +22,7 @@ from .errors import PipelineError
 
 # The CNN checkpoints by name (the choices of `mnistpipe-predict --model`) and the stage that writes each
 # (stages/common.py's PRODUCERS, which the library may not import).
-MODEL_PRODUCERS = {"tuned": "tune_cnn", "baseline": "train_baseline", "noisy": "train_on_noisy",
+MODEL_PRODUCERS = {"tuned": "select_cnn", "baseline": "train_baseline", "noisy": "train_on_noisy",
                    "denoised": "train_on_denoised"}
 DAE_NAME, DAE_PRODUCER = "dae", "train_dae"
 FORMATS = ("PNG", "JPEG")

@@ -106,13 +106,14 @@ class DAE(nn.Module):
 KINDS = {"cnn": (CNN, CNNConfig), "dae": (DAE, DAEConfig)}
 
 
-def build(kind: str, config: dict) -> nn.Module:
-    """Rebuild a model of `kind` from the plain-dict config saved in its checkpoint."""
+def build(kind: str, config: dict, *, seed: int | None = None) -> nn.Module:
+    """Rebuild a model of `kind` from the plain-dict config saved in its checkpoint; `seed` as the constructors
+    take it."""
     if kind not in KINDS:
         raise PipelineError(f"unknown model kind {kind!r} (expected one of {', '.join(KINDS)}); rerun the stage")
     model_type, config_type = KINDS[kind]
     try:
-        return model_type(config_type.model_validate(config))
+        return model_type(config_type.model_validate(config), seed=seed)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"
@@ -120,9 +121,10 @@ def build(kind: str, config: dict) -> nn.Module:
                             f"({where}: {first['msg']})") from None
 
 
-def from_checkpoint(ckpt: dict, *, path: str = "checkpoint") -> nn.Module:
-    """Build the model of a loaded checkpoint and load its weights; a mismatch is a user error."""
-    model = build(ckpt["kind"], ckpt["config"])
+def from_checkpoint(ckpt: dict, *, path: str = "checkpoint", seed: int | None = None) -> nn.Module:
+    """Build the model of a loaded checkpoint and load its weights; a mismatch is a user error. `seed` seeds
+    torch's global generator as the constructors do: the dropout masks of a network trained further from it."""
+    model = build(ckpt["kind"], ckpt["config"], seed=seed)
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:

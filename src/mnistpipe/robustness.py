@@ -58,7 +58,7 @@ def check_stds(stds: Sequence[float]) -> list[float]:
 
 
 def robustness_curve(x: torch.Tensor, y: torch.Tensor, *, methods: Mapping[str, tuple[nn.Module, bool]],
-                     dae: nn.Module | None, stds: Sequence[float], seed: int, batch_size: int = 2048,
+                     dae: nn.Module | None, stds: Sequence[float], seed: int, batch_size: int = 256,
                      device: str | torch.device = "cpu") -> list[dict]:
     """Accuracy of every method on `x` (clean float images in [0, 1]) with labels `y`, at each noise std.
 

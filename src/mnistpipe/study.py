@@ -93,8 +93,7 @@ def _trial_rows(trials: Sequence[Mapping[str, str]]) -> list[dict]:
     for t in trials:
         try:
             value = float(t["value"]) if t.get("value") not in (None, "") else None
-            row = {"number": int(t["number"]), "value": value, "state": t.get("state", ""),
-                   "baseline": str(t.get("user_attrs_enqueued_baseline", "")).lower() == "true"}
+            row = {"number": int(t["number"]), "value": value, "state": t.get("state", "")}
             for key in SIX:
                 raw = t.get(f"params_{key}", "")
                 row[key] = float(raw) if key in ("dropout", "lr") else int(float(raw))
@@ -111,7 +110,8 @@ def study_context(metrics: Mapping[str, Any], *, dataset: str, class_names: Sequ
     """Everything the template shows, checked.
 
     metrics: the parsed metrics files by stage ('download', 'add_awgn', 'denoise', 'evaluate', 'robustness', and
-    'train_baseline', 'tune_cnn', 'train_on_noisy', 'train_dae', 'train_on_denoised' for their metrics.json).
+    'train_baseline', 'tune_cnn', 'train_on_noisy', 'train_dae', 'train_on_denoised' for their metrics.json,
+    'select_cnn' for its choice).
     reports: evaluate's classification reports (dicts by class name) for `MODELS`. curves: stage -> column ->
     per-epoch values. trials: rows of the trials table as text. figures: name -> anything true when the figure
     exists (bytes for the page). seed_grid: the Markdown of a committed seed grid, or None.
@@ -119,9 +119,12 @@ def study_context(metrics: Mapping[str, Any], *, dataset: str, class_names: Sequ
     names = list(class_names)
     if len(names) != 10:
         raise PipelineError(f"expected ten class names for {dataset!r}, got {len(names)}")
-    for stage in ("download", "add_awgn", "denoise", "evaluate", "robustness", "train_dae", *MODELS.values()):
+    for stage in ("download", "add_awgn", "denoise", "evaluate", "robustness", "train_dae", "select_cnn",
+                  *MODELS.values()):
         if not isinstance(metrics.get(stage), Mapping):
             raise PipelineError(f"the metrics of {stage} are missing; rerun `dvc repro {stage}`")
+    for key in ("baseline_trial_val_acc", "best_trial_val_acc"):
+        _number(metrics["select_cnn"], key, "metrics/select_cnn.json")
     ev = metrics["evaluate"]
     for name in RESULTS:
         _number(ev, f"{name}.accuracy", "metrics/evaluate.json")

@@ -91,6 +91,28 @@ def images_for(budget: float, *, n_train: int, trial_train_size: int) -> int:
     return math.ceil(budget * subset_size(n_train, trial_train_size))
 
 
+def trial_subset(x: torch.Tensor, y: torch.Tensor, *, seed: int,
+                 trial_train_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The seeded subset of `trial_train_size` training images every trial trains on (all when 0 or larger)."""
+    n = len(x)
+    if trial_train_size and trial_train_size < n:
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:trial_train_size]
+        return x[idx], y[idx]
+    return x, y
+
+
+def score(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, *,
+          hp: dict[str, Any], recipe: dict[str, Any], seed: int, trial_train_size: int = 0,
+          device: str = "auto") -> float:
+    """The search's objective for the six hyperparameters `hp`, as an unpruned trial would get it: val accuracy
+    after training on the same seeded subset with the same seed. It puts a configuration the search never ran
+    (the baseline) on the footing of the search's best trial."""
+    x_train, y_train = trial_subset(x_train, y_train, seed=seed, trial_train_size=trial_train_size)
+    config, training = split_cnn({**hp, **recipe})
+    result = train_cnn(CNN(config, seed=seed), x_train, y_train, x_val, y_val, **training, seed=seed, device=device)
+    return result.metrics["val_acc"]
+
+
 def make_objective(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, *,
                    space: dict[str, dict], recipe: dict[str, Any], seed: int, trial_train_size: int = 0,
                    device: str = "auto", worker: str = "") -> Callable[[optuna.Trial], float]:
@@ -100,10 +122,7 @@ def make_objective(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Te
     asked, so a pruned trial counts what it ran. `worker` (a name such as host:pid) is recorded on each trial,
     so a shared study shows who ran what.
     """
-    n = len(x_train)
-    if trial_train_size and trial_train_size < n:
-        idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:trial_train_size]
-        x_train, y_train = x_train[idx], y_train[idx]
+    x_train, y_train = trial_subset(x_train, y_train, seed=seed, trial_train_size=trial_train_size)
     per_pass = len(x_train)
 
     def objective(trial: optuna.Trial) -> float:

@@ -71,7 +71,6 @@ def test_diverged_training(repo_copy, helpers):
 
     Regression: train._fit's tqdm bar once wrote to stderr even when stderr was not a terminal, so captured stderr
     (dvc and CI logs, `dvc queue logs`) read '\\rcnn:   0%|...\\r    \\rerror: ...' instead of one 'error:' line."""
-    helpers.set_param(repo_copy, "tune_cnn.space.lr", {"low": 0.0005, "high": 10, "log": True})  # trial 0 = it
     helpers.set_param(repo_copy, "lr", 10)  # the largest lr params.yaml admits
     _expect_error(helpers, repo_copy, "train_baseline", "diverged", "lr")
 

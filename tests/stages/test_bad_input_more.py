@@ -1,7 +1,7 @@
-"""Bad input through every stage script that reads artifacts: for each of add_awgn, tune_cnn, train_on_noisy,
-train_dae, denoise, train_on_denoised, evaluate, visualize and robustness, a missing input, a corrupt one and one of
-the wrong kind or shape. Each must give exit status 2, exactly one `error: ...` line naming the file and the stage
-to rerun, and leave every output the stage declares (and the broken input itself) as it was.
+"""Bad input through every stage script that reads artifacts: for each of add_awgn, tune_cnn, select_cnn,
+train_on_noisy, train_dae, denoise, train_on_denoised, evaluate, visualize and robustness, a missing input, a
+corrupt one and one of the wrong kind or shape. Each must give exit status 2, exactly one `error: ...` line naming
+the file and the stage to rerun, and leave every output the stage declares (and the broken input itself) as it was.
 
 A stage run costs a few seconds of imports, so the cases of one stage share one copy of the reproduced tiny
 repository: a case breaks one input, runs the stage, checks, and puts the input back from its saved bytes.
@@ -136,6 +136,7 @@ PREP_TRAIN, PREP_TEST = "data/prepared/train.pt", "data/prepared/test.pt"
 NOISY_TRAIN, NOISY_TEST = "data/noisy/train.pt", "data/noisy/test.pt"
 DENOISED_TRAIN, DENOISED_TEST = "data/denoised/train.pt", "data/denoised/test.pt"
 CONFIG = "models/tuned_config.json"
+SEARCH = "models/search_best.json"
 REPRO = "dvc repro {}".format
 
 CASES = [
@@ -148,11 +149,19 @@ CASES = [
     Case("tune_cnn", "missing", PREP_TRAIN, missing, (PREP_TRAIN, REPRO("download"))),
     Case("tune_cnn", "corrupt", PREP_TRAIN, garbage, (PREP_TRAIN, "corrupt", REPRO("download"))),
     Case("tune_cnn", "no_val_labels", PREP_TRAIN, tensors(_without("y_val")), (PREP_TRAIN, "y_val", REPRO("download"))),
-    # train_on_noisy: tune_cnn's best configuration, the noisy images, the clean labels
-    Case("train_on_noisy", "missing", CONFIG, missing, (CONFIG, REPRO("tune_cnn"))),
-    Case("train_on_noisy", "corrupt", CONFIG, truncated, (CONFIG, "JSON", REPRO("tune_cnn"))),
+    # select_cnn: the search's best configuration and checkpoint, the baseline's checkpoint
+    Case("select_cnn", "missing", SEARCH, missing, (SEARCH, REPRO("tune_cnn"))),
+    Case("select_cnn", "corrupt", "models/baseline.pt", truncated,
+         ("models/baseline.pt", "corrupt", REPRO("train_baseline"))),
+    Case("select_cnn", "kernel_size_text", SEARCH, json_edit(_hp("kernel_size", "seven")),
+         (SEARCH, "kernel_size", REPRO("tune_cnn"))),
+    # train_on_noisy: the tuned CNN and its configuration, the noisy images, the clean labels
+    Case("train_on_noisy", "missing", CONFIG, missing, (CONFIG, REPRO("select_cnn"))),
+    Case("train_on_noisy", "corrupt", CONFIG, truncated, (CONFIG, "JSON", REPRO("select_cnn"))),
     Case("train_on_noisy", "kernel_size_text", CONFIG, json_edit(_hp("kernel_size", "seven")),
-         (CONFIG, "kernel_size", REPRO("tune_cnn"))),
+         (CONFIG, "kernel_size", REPRO("select_cnn"))),
+    Case("train_on_noisy", "dae_as_cnn", "models/tuned.pt", copied_from("models/dae.pt"),
+         ("models/tuned.pt", "'dae'", REPRO("select_cnn"))),
     # train_dae: noisy and clean training images
     Case("train_dae", "missing", NOISY_TRAIN, missing, (NOISY_TRAIN, REPRO("add_awgn"))),
     Case("train_dae", "corrupt", NOISY_TRAIN, truncated, (NOISY_TRAIN, "corrupt", REPRO("add_awgn"))),
@@ -165,11 +174,11 @@ CASES = [
     Case("denoise", "corrupt", NOISY_TRAIN, truncated, (NOISY_TRAIN, "corrupt", REPRO("add_awgn"))),
     Case("denoise", "weights_do_not_fit_config", "models/dae.pt", tensors(_dae_of_other_width),
          ("models/dae.pt", "do not match")),
-    # train_on_denoised: the denoised images and tune_cnn's best configuration
+    # train_on_denoised: the denoised images and the tuned CNN's configuration
     Case("train_on_denoised", "missing", DENOISED_TRAIN, missing, (DENOISED_TRAIN, REPRO("denoise"))),
     Case("train_on_denoised", "corrupt", DENOISED_TRAIN, garbage, (DENOISED_TRAIN, "corrupt", REPRO("denoise"))),
     Case("train_on_denoised", "dropout_out_of_range", CONFIG, json_edit(_hp("dropout", 1.5)),
-         (CONFIG, "dropout", REPRO("tune_cnn"))),
+         (CONFIG, "dropout", REPRO("select_cnn"))),
     # evaluate: four checkpoints and three test sets
     Case("evaluate", "missing", "models/noisy.pt", missing, ("models/noisy.pt", REPRO("train_on_noisy"))),
     Case("evaluate", "corrupt", "models/baseline.pt", truncated,
@@ -181,7 +190,7 @@ CASES = [
     Case("visualize", "corrupt", "metrics/evaluate/misclassified.json", garbage,
          ("metrics/evaluate/misclassified.json", "JSON", REPRO("evaluate"))),
     Case("visualize", "dae_as_cnn", "models/tuned.pt", copied_from("models/dae.pt"),
-         ("models/tuned.pt", "'dae'", REPRO("tune_cnn"))),
+         ("models/tuned.pt", "'dae'", REPRO("select_cnn"))),
     Case("visualize", "result_missing", "metrics/evaluate.json", json_edit(_without("tuned")),
          ("metrics/evaluate.json", "tuned", REPRO("evaluate"))),
     Case("visualize", "confusion_9x10", "metrics/evaluate/confusion.json", json_edit(lambda o: o["tuned"].pop()),
@@ -236,8 +245,8 @@ def stage_repos(tiny_repo, tmp_path_factory):
 
 def test_every_stage_has_the_three_kinds_of_case():
     kinds = {stage: {c.name for c in CASES if c.stage == stage} for stage in STAGES}
-    assert set(STAGES) == {"add_awgn", "tune_cnn", "train_on_noisy", "train_dae", "denoise", "train_on_denoised",
-                           "evaluate", "visualize", "robustness"}
+    assert set(STAGES) == {"add_awgn", "tune_cnn", "select_cnn", "train_on_noisy", "train_dae", "denoise",
+                           "train_on_denoised", "evaluate", "visualize", "robustness"}
     for stage, names in kinds.items():
         assert {"missing", "corrupt"} <= names and len(names) >= 3, f"{stage}: {sorted(names)}"
 

@@ -104,7 +104,8 @@ def test_dataset_param_reruns_download_and_names_the_classes_in_the_reports(repo
     helpers.set_param(repo_copy, "dataset", "fashion-mnist")
     proc = helpers.dvc(repo_copy, "status", "--json", check=True)
     assert set(json.loads(proc.stdout or "{}")) == {"validate_params", "download", "evaluate", "visualize", "report",
-                                                    "train_baseline", "tune_cnn", "train_on_noisy", "train_dae",
+                                                    "train_baseline", "tune_cnn", "select_cnn", "train_on_noisy",
+                                                    "train_dae",
                                                     "train_on_denoised"}
     rc, _, err = helpers.run_stage(repo_copy, "evaluate")
     assert rc == 0, err[-3000:]

@@ -234,9 +234,7 @@ def test_evaluate_outputs_change_together_or_not_at_all(repo_copy, helpers, tmp_
 
 
 def _long_training(helpers, repo: Path) -> tuple[list[str], dict]:
-    """Make train_baseline run far longer than a test waits (the baseline stays trial 0 of the search); return its
-    outputs and their snapshot."""
-    helpers.set_param(repo, "tune_cnn.space.epochs", {"low": 1, "high": 40})
+    """Make train_baseline run far longer than a test waits; return its outputs and their snapshot."""
     helpers.set_param(repo, "epochs", 40)
     outs = helpers.stage_outputs(repo, "train_baseline")
     return outs, helpers.snapshot(repo, outs)

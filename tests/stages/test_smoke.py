@@ -63,8 +63,8 @@ def test_device_auto(repo_copy, helpers):
     helpers.set_param(repo_copy, "device", "auto")
     status = json.loads(helpers.dvc(repo_copy, "status", "--json", check=True).stdout)
     moved = {stage for stage, changes in status.items() if '"device"' in json.dumps(changes)} - {"validate_params"}
-    assert moved == {"train_baseline", "tune_cnn", "train_on_noisy", "train_dae", "denoise", "train_on_denoised",
-                     "evaluate", "robustness"}, status
+    assert moved == {"train_baseline", "tune_cnn", "select_cnn", "train_on_noisy", "train_dae", "denoise",
+                     "train_on_denoised", "evaluate", "robustness"}, status
     failures = []
     for stage in ("train_dae", "denoise"):
         rc, _, err = helpers.run_stage(repo_copy, stage)
@@ -77,8 +77,8 @@ def test_checkpoints_record_stage_and_dataset(tiny_repo, helpers):
     """Each checkpoint names the stage that wrote it and the dataset it learnt (predict refuses non-digit models)."""
     import torch
 
-    writers = {"baseline": "train_baseline", "tuned": "tune_cnn", "noisy": "train_on_noisy", "dae": "train_dae",
-               "denoised": "train_on_denoised"}
+    writers = {"baseline": "train_baseline", "search_best": "tune_cnn", "tuned": "select_cnn",
+               "noisy": "train_on_noisy", "dae": "train_dae", "denoised": "train_on_denoised"}
     dataset = helpers.read_params(tiny_repo)["dataset"]
     for name, stage in writers.items():
         ckpt = torch.load(tiny_repo / "models" / f"{name}.pt", map_location="cpu", weights_only=True)

@@ -173,7 +173,6 @@ def test_kernel_stride_check_counts_the_blocks(raw):
     # stride 16 (first conv only) leaves a 1x1 map after one block (28 -> 2 -> 1) but nothing after two
     ok = copy.deepcopy(raw)
     ok.update(kernel_size=3, stride=16)
-    ok["tune_cnn"]["space"]["stride"] = {"choices": [1, 16]}  # the baseline must stay a trial of the search
     ok["recipe"]["channels"] = [8]
     params.validate(ok)
     ok["recipe"]["channels"] = [8, 16]
@@ -228,16 +227,16 @@ def test_yaml_text_round_trip(raw):
 def test_tuned_hyperparameters_refuse_a_config_without_spatial_output(raw):
     hp = {k: raw[k] for k in params.BASELINE_KEYS} | raw["recipe"] | {"stride": 28}
     with pytest.raises(PipelineError, match="best.json: kernel_size=3 with stride=28 leaves no spatial output") as exc:
-        params.tuned_hyperparameters({"hyperparameters": hp}, source="best.json")
+        params.tuned_hyperparameters({"hyperparameters": hp}, source="best.json", producer="tune_cnn")
     assert str(exc.value).endswith("rerun `dvc repro tune_cnn`")
 
 
 def test_tuned_hyperparameters_accepts_a_complete_file_and_refuses_an_edited_one(raw):
     hp = {k: raw[k] for k in params.BASELINE_KEYS} | raw["recipe"]
-    assert params.tuned_hyperparameters({"hyperparameters": hp}, source="best.json") == hp
+    assert params.tuned_hyperparameters({"hyperparameters": hp}, source="best.json", producer="tune_cnn") == hp
     for bad in ({}, [], {"hyperparameters": {**hp, "extra": 1}}, {"hyperparameters": {"lr": 0.1}}):
         with pytest.raises(PipelineError, match="best.json does not hold the expected hyperparameters"):
-            params.tuned_hyperparameters(bad, source="best.json")
+            params.tuned_hyperparameters(bad, source="best.json", producer="tune_cnn")
 
 
 def test_one_recipe_for_baseline_and_search(raw):
@@ -251,7 +250,6 @@ def test_one_recipe_for_baseline_and_search(raw):
     # The spatial check reads the shared recipe: one block makes stride 16 possible, as it should.
     ok = copy.deepcopy(raw)
     ok.update(stride=16)
-    ok["tune_cnn"]["space"]["stride"] = {"choices": [1, 16]}
     fails(ok, lambda r: None, "stride=16", "no spatial output")
     ok["recipe"]["channels"] = [8]
     assert params.validate(ok).stride == 16
@@ -290,12 +288,12 @@ def test_sampler_and_old_pruner_key(raw):
     fails(raw, lambda r: r["tune_cnn"].update(pruner_warmup_epochs=1), "unknown key 'tune_cnn.pruner_warmup_epochs'")
 
 
-def test_the_baseline_must_be_a_trial_of_the_search(raw):
-    """Trial 0 of the search is the baseline: a baseline outside the space is refused by the schema, in one line
-    that names the key, the space and both fixes."""
-    fails(raw, lambda r: r.update(kernel_size=7), "the baseline's kernel_size=7 lies outside "
-          "tune_cnn.space.kernel_size (choices [3, 5])", "widen tune_cnn.space.kernel_size or change kernel_size")
-    fails(raw, lambda r: r.update(lr=0.05), "the baseline's lr=0.05 lies outside tune_cnn.space.lr (range")
+def test_the_baseline_may_lie_outside_the_search_space(raw):
+    """select_cnn scores the baseline itself, so the search need not be able to draw it: a baseline kernel the
+    space lacks (`dvc exp run -S kernel_size=7`) is a valid run."""
+    ok = copy.deepcopy(raw)
+    ok.update(kernel_size=7, lr=0.05)
+    assert params.validate(ok).kernel_size == 7
 
 
 def _set(path: str, value):

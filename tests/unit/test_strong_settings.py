@@ -39,4 +39,3 @@ def test_strong_settings_apply_and_validate(tmp_path):
     # nothing else changed
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert raw["seed"] == base["seed"] and raw["dataset"] == base["dataset"]
-    # tune_cnn enqueues the baseline's six as trial 0: validate (above) refuses them outside the search space.
