@@ -7,8 +7,10 @@ command makes it):
   part, formatted by `mnistpipe.lab.bench_tsne.format_markdown`);
 - select-cpu-2core.json: `python -m mnistpipe.lab.bench --select --json benchmarks/select-cpu-2core.json`;
 - tuning-compare.json, only if present (formatted by `mnistpipe.lab.tunecompare.format_markdown`);
-- seed-spread-<dataset>.json, each if present: `python -m mnistpipe.lab.seedspread --json ...` after a `dvc repro`
-  on that dataset (the tuned CNN against the baseline over training seeds);
+- the newest run-delta-*.json, if present: `python scripts/run_delta.py BEFORE --json ...`, two committed full
+  runs stage by stage;
+- tuning-compare-<dataset>.json, each if present: the same comparison on another dataset's training file (the
+  pipeline's setup only, with its seed spread);
 - the newest repro-*.log by name (name them repro-YYYY-MM-DD.log): a full `dvc repro`'s output, and the newest
   exp-*.log: a `dvc exp run` from the state of that repro. `scripts/timed_repro.sh` writes both; their format:
 
@@ -69,11 +71,12 @@ SELECT_TEXT = """## Recipe selection (`python -m mnistpipe.lab.bench --select`)
 training images and was scored on the pipeline's {val_size}-image validation split (split seed {split_seed}),
 never on the test set, with seeds {seeds}; fixed settings {fixed}. Rule: {rule}"""
 
-TUNING_TEXT = """## Search setups compared (`python -m mnistpipe.lab.tunecompare --seeds 0 1 2 --spread-seeds 5`)
+TUNING_TEXT = """## Search setups compared (`python -m mnistpipe.lab.tunecompare --seeds {seeds} --spread-seeds {n}`)
 
 Each setup searched the pipeline's space at the same budget of training images (`tune_cnn.budget` passes over the
-`trial_train_size` subset) with the baseline's six hyperparameters enqueued as trial 0; each winner was retrained on
-the whole training split with the pipeline's seed and scored on the validation split, as `tune_cnn` does. The
+`trial_train_size` subset); as in `select_cnn`, the winner is the better of the best trial and the baseline on the
+search's objective, and each winner was retrained on the whole training split with the pipeline's seed and scored
+on the validation split, as the pipeline does. The
 equal quantity is the budget; the wall and CPU seconds include whatever else ran on the machine at the time.
 Raw output: [{file}]({file})."""
 
@@ -213,22 +216,59 @@ def repro_markdown(log: Path, title: str = "Full `dvc repro`") -> str:
         [s, f"{sec:.1f}", "-" if mib is None else f"{mib:.0f}"] for s, sec, mib in rec["stages"]])
 
 
-SPREAD_TEXT = """## Tuned against baseline over training seeds (`python -m mnistpipe.lab.seedspread`)
+DELTA_TEXT = """## What the change of the default run bought ([{file}]({file}))
 
-After a `dvc repro` on each dataset, the configuration select_cnn chose and the baseline were retrained on the
-whole training split at several training seeds and scored on the validation split (never the test set)."""
+Two full runs, stage by stage: commit {b_commit} ({b_log}: {b_wall}) against commit {a_commit} ({a_log}:
+{a_wall}). Stage seconds are each stage's own time as its log line reports it; the quality measures are the
+test metrics of each run. Runs on one machine kind; see each log for its CPU."""
+
+
+def _run_wall(run: dict) -> str:
+    wall = run.get("wall_seconds")
+    ratio = run.get("reference_epochs")
+    text = "wall clock not recorded" if wall is None else f"{wall:.0f} s wall clock"
+    return text + ("" if ratio is None else f", {ratio:.2f} reference epochs")
+
+
+def delta_markdown(name: str, d: dict) -> str:
+    """The run-delta table: per stage, what changed, seconds before and after, and its measure before and after."""
+    def sec(v):
+        return "-" if v is None else f"{v:.1f}"
+
+    def meas(row, key):
+        v = row[key]
+        if v is None:
+            return "-"
+        return f"{v:.2f}" if "PSNR" in (row["measure"] or "") else f"{100 * v:.2f} %"
+
+    rows = [[r["stage"], r["change"] or "-", sec(r["seconds_before"]), sec(r["seconds_after"]),
+             r["measure"] or "-", meas(r, "before"), meas(r, "after")] for r in d["rows"]]
+    head = DELTA_TEXT.format(file=name, b_commit=d["before"]["commit"], b_log=d["before"]["log"],
+                             b_wall=_run_wall(d["before"]), a_commit=d["after"]["commit"], a_log=d["after"]["log"],
+                             a_wall=_run_wall(d["after"]))
+    return head + "\n\n" + _table(["stage", "what changed", "s before", "s after", "measure", "before", "after"],
+                                   rows)
+
+
+SPREAD_TEXT = """## The same search on other datasets
+
+`python -m mnistpipe.lab.tunecompare --data <that dataset's data/prepared/train.pt> --setups <the pipeline's> --seeds
+0 --spread-seeds 5`, with params.yaml otherwise unchanged: the pipeline's search and choice on that dataset, then
+the tuned and the baseline configuration retrained at five training seeds (validation split, never the test set)."""
 
 
 def spread_markdown(files: list[tuple[str, dict]]) -> str:
-    """One paragraph per committed seed-spread file: its run, the search's cost and the verdict."""
+    """One paragraph per other dataset's comparison: the search's cost, its choice and the seed-spread verdict."""
     from mnistpipe.lab import tunecompare
 
     parts = [SPREAD_TEXT]
     for name, r in files:
-        search = r.get("search_seconds")
-        cost = "" if search is None else f" The search took {search:.0f} s of that run."
-        parts.append(f"**{r['dataset']}** ({r['date']}, commit {r['commit']}, tuned CNN = {r['chosen']}; "
-                     f"[{name}]({name})).{cost} {tunecompare.spread_sentence(r['spread'])}")
+        run = r["runs"][0]
+        choice = "the baseline" if run["winner_is_baseline"] else f"trial #{run['winner_trial']}"
+        verdict = tunecompare.spread_sentence(r["spread"]) if "spread" in r else "No seed spread was run."
+        parts.append(f"**{r.get('dataset', name)}** ([{name}]({name})): the search ({run['setup']}, seed "
+                     f"{run['seed']}) ran {run['trials']} trials in {run['search_seconds']:.0f} s and chose {choice}. "
+                     f"{verdict}")
     return "\n\n".join(parts)
 
 
@@ -245,11 +285,16 @@ def render(root: Path = ROOT) -> str:
     if (folder / TUNING).exists():
         from mnistpipe.lab import tunecompare
 
-        parts.append(TUNING_TEXT.format(file=TUNING) + "\n\n"
-                     + tunecompare.format_markdown(json.loads((folder / TUNING).read_text())))
-    spreads = sorted(folder.glob("seed-spread-*.json"))
-    if spreads:
-        parts.append(spread_markdown([(p.name, json.loads(p.read_text())) for p in spreads]))
+        cmp = json.loads((folder / TUNING).read_text())
+        parts.append(TUNING_TEXT.format(file=TUNING, seeds=" ".join(map(str, cmp["seeds"])),
+                                        n=len(cmp.get("spread", {}).get("tuned", []))) + "\n\n"
+                     + tunecompare.format_markdown(cmp))
+    deltas = sorted(folder.glob("run-delta-*.json"))
+    if deltas:
+        parts.append(delta_markdown(deltas[-1].name, json.loads(deltas[-1].read_text())))
+    others = sorted(folder.glob("tuning-compare-*.json"))
+    if others:
+        parts.append(spread_markdown([(p.name, json.loads(p.read_text())) for p in others]))
     logs = sorted(folder.glob("repro-*.log"))
     if logs:
         parts.append(repro_markdown(logs[-1]))

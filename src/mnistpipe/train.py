@@ -101,17 +101,22 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
 def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256, device: str | torch.device = "cpu"):
     """Model outputs for `x` in eval mode, in batches, returned on the CPU as float32.
 
-    The default batch is small on purpose: on CPUs a batch of 256 images stays in cache, and was 1.4-2x faster
-    than 2,048 for both networks on a 2-core EPYC.
+    Speed, not results: the batch is small because on CPUs 256 images stay in cache (1.4-2x faster than 2,048 for
+    both networks on a 2-core EPYC), and the batches run in channels_last (NHWC), as training does, which about
+    halved the autoencoder's time there. The model is left in the memory format it came in.
     """
     device = resolve_device(device) if isinstance(device, str) else device
-    model.eval().to(device)
+    # A 1-channel kernel is contiguous in both formats, so "was NCHW" means: every 4-d weight is contiguous.
+    was_nchw = all(p.is_contiguous() for p in model.parameters() if p.dim() == 4)
+    model.eval().to(device, memory_format=torch.channels_last)
     outs = []
     for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size].to(device, non_blocking=True)
+        xb = x[i:i + batch_size].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with _autocast(device):
             outs.append(model(xb).float().cpu())
-    return torch.cat(outs) if outs else torch.empty(0)
+    if was_nchw:
+        model.to(memory_format=torch.contiguous_format)
+    return torch.cat(outs).contiguous() if outs else torch.empty(0)
 
 
 def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn, validate, epochs: int, lr: float | None,

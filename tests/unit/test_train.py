@@ -276,6 +276,18 @@ def test_predict_batches_match_one_pass(baseline, cnn_data):
     assert torch.allclose(full, parts, atol=1e-5)
 
 
+def test_predict_runs_channels_last_and_leaves_the_model_as_it_was(baseline, cnn_data):
+    """predict converts to NHWC for speed; the model's weights come back contiguous (a checkpoint saved after it
+    has the same bytes), and the outputs equal a plain NCHW forward pass."""
+    model = baseline[0]
+    x = cnn_data[2]
+    out = train.predict(model, x, batch_size=5)
+    assert all(p.is_contiguous() for p in model.state_dict().values())
+    with torch.no_grad():
+        plain = model.eval()(x)
+    assert torch.allclose(out, plain, atol=1e-5)
+
+
 def test_bf16_autocast_path_on_cpu(cnn_data, monkeypatch):
     """The GPU's mixed-precision path, run on the CPU: shapes, dtypes and a finite loss."""
     monkeypatch.setattr(train, "BF16_DEVICES", ("cuda", "cpu"))

@@ -265,3 +265,13 @@ def test_a_worker_never_takes_the_baseline(split, tmp_path):
         tune.wait_for_baseline(study, poll_seconds=0.05, timeout=0.2)
     assert "\n" not in str(exc.value)
     assert [t.state.name for t in study.trials] == ["WAITING"]
+
+
+def test_score_is_what_an_unpruned_trial_of_the_same_configuration_gets(split, in_memory):
+    """select_cnn's footing: `tune.score` of the baseline equals the value of the search's own trial of it (the
+    enqueued trial 0, unpruned), so the baseline and the search's best meet on the same objective."""
+    assert in_memory.baseline_value is not None
+    d = {k: tensors.to_float(v) if k.startswith("x_") else v for k, v in split.items()}
+    value = tune.score(d["x_train"], d["y_train"], d["x_val"], d["y_val"], hp=BASELINE, recipe=RECIPE, seed=0,
+                       trial_train_size=SUBSET, device="cpu")
+    assert value == in_memory.baseline_value

@@ -4,9 +4,11 @@
         --json benchmarks/tuning-compare.json [--spread-seeds 5] [--quick]
 
 For each setup (sampler + pruner) and search seed, `tune.tune_cnn` runs with params.yaml's space, recipe, budget
-and trial subset, the baseline's six hyperparameters enqueued as trial 0 (the search seed drives the sampler and
-the trial subset, as in the tune_cnn stage). The winner is then retrained on the whole training split with
-params.yaml's seed, as the stage does, and compared with the baseline retrained the same way. A setup is better
+and trial subset (the search seed drives the sampler and the trial subset, as in the tune_cnn stage). As in the
+select_cnn stage, the baseline's six hyperparameters are scored on the same objective (`tune.score`) and the winner
+is the better of the search's best trial and the baseline (a tie keeps the baseline). The winner is then retrained
+on the whole training split with params.yaml's seed, as the pipeline does, and compared with the baseline retrained
+the same way. A setup is better
 the more often its winner beats the baseline after that retrain. `--spread-seeds N` retrains the chosen setup's
 first winner and the baseline at training seeds 0..N-1 and asks whether the difference exceeds the seed spread
 (Welch's t-test).
@@ -33,7 +35,7 @@ from ..train import train_cnn
 from .cli import read_params
 from .seedgrid import stats, welch
 
-SETUPS = ("today", "tpe-multivariate", "hyperband")  # the names of `default_setups`, in its order
+SETUPS = ("tpe-independent", "tpe-multivariate", "hyperband")  # the names of `default_setups`, in its order
 
 
 def _mean_epochs(space: dict[str, dict]) -> float:
@@ -44,8 +46,8 @@ def _mean_epochs(space: dict[str, dict]) -> float:
 def default_setups(*, budget: float, space: dict[str, dict]) -> dict[str, dict[str, dict]]:
     """The three setups of the comparison, by name: {"sampler": ..., "pruner": ...} as `tune.tune_cnn` takes them.
 
-    "today": TPE with Optuna's default 10 random startup trials, independent (one dimension at a time), and the
-    median pruner that may prune from epoch 1 (the name is a key of the committed benchmarks/tuning-compare.json).
+    "tpe-independent": TPE with Optuna's default 10 random startup trials, independent (one dimension at a time), and
+    the median pruner that may prune from epoch 1.
     "tpe-multivariate": multivariate TPE whose random startup is about a third of the trials the budget pays for
     without pruning (at least 4), same median pruner. "hyperband": the same
     sampler with Hyperband over epochs (min_resource 1, reduction_factor 3): many cheap trials.
@@ -53,7 +55,7 @@ def default_setups(*, budget: float, space: dict[str, dict]) -> dict[str, dict[s
     startup = max(4, round(budget / _mean_epochs(space) / 3))
     median = {"kind": "median", "warmup_epochs": 0}
     return {
-        "today": {"sampler": {"n_startup_trials": 10, "multivariate": False}, "pruner": median},
+        "tpe-independent": {"sampler": {"n_startup_trials": 10, "multivariate": False}, "pruner": median},
         "tpe-multivariate": {"sampler": {"n_startup_trials": startup, "multivariate": True}, "pruner": median},
         "hyperband": {"sampler": {"n_startup_trials": startup, "multivariate": True},
                       "pruner": {"kind": "hyperband", "min_resource": 1, "reduction_factor": 3}},
@@ -88,6 +90,14 @@ def compare(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y
             retrained[key] = result.metrics["val_acc"]
         return retrained[key]
 
+    baseline_scores: dict[int, float] = {}
+
+    def scored(seed: int) -> float:  # the baseline on search seed `seed`'s objective (its subset and seed)
+        if seed not in baseline_scores:
+            baseline_scores[seed] = tune.score(x_train, y_train, x_val, y_val, hp=baseline_hp, recipe=recipe,
+                                               seed=seed, trial_train_size=trial_train_size, device=device)
+        return baseline_scores[seed]
+
     baseline = retrain(baseline_hp, retrain_seed)
     log(f"baseline retrained at seed {retrain_seed}: val acc {100 * baseline:.2f}%")
     runs = []
@@ -96,21 +106,23 @@ def compare(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y
             wall, cpu = time.perf_counter(), time.process_time()
             found = tune.tune_cnn(x_train, y_train, x_val, y_val, space=space, recipe=recipe, budget=budget,
                                   seed=seed, sampler=setup["sampler"], pruner=setup["pruner"], n_trials=n_trials,
-                                  trial_train_size=trial_train_size, enqueue=baseline_hp, device=device)
+                                  trial_train_size=trial_train_size, device=device)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            winner = {k: found.best_params[k] for k in baseline_hp}
+            baseline_value = scored(seed)
+            winner_is_baseline = baseline_value >= found.best_value
+            winner = dict(baseline_hp) if winner_is_baseline else {k: found.best_params[k] for k in baseline_hp}
             value = retrain(winner, retrain_seed)
             runs.append({
                 "setup": name, "seed": seed, "trials": len(found.trials), "pruned": found.n_pruned,
                 "search_seconds": wall, "search_cpu_seconds": cpu, "budget_used": found.budget_used,
-                "winner": winner, "winner_trial": found.best_trial,
-                "winner_is_baseline": found.best_trial == found.baseline_trial,
-                "best_trial_value": found.best_value, "baseline_trial_value": found.baseline_value,
+                "winner": winner, "winner_trial": found.best_trial, "winner_is_baseline": winner_is_baseline,
+                "best_trial_value": found.best_value, "baseline_trial_value": baseline_value,
                 "retrained_val_acc": value, "beats_baseline": value > baseline,
             })
             r = runs[-1]
-            log(f"{name} seed {seed}: {r['trials']} trials ({r['pruned']} pruned) in {wall:.0f} s, winner trial "
-                f"#{r['winner_trial']}, retrained {100 * value:.2f}% vs baseline {100 * baseline:.2f}%")
+            won = "the baseline" if winner_is_baseline else f"trial #{r['winner_trial']}"
+            log(f"{name} seed {seed}: {r['trials']} trials ({r['pruned']} pruned) in {wall:.0f} s, winner {won}, "
+                f"retrained {100 * value:.2f}% vs baseline {100 * baseline:.2f}%")
     summary = summarise(runs)
     # Most wins over the baseline; ties go to the higher mean retrained accuracy.
     chosen = max(summary, key=lambda s: (summary[s]["beats_baseline"], summary[s]["mean_retrained_val_acc"]))
@@ -168,10 +180,10 @@ def format_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {name}{mark} | {s['runs']} | {s['beats_baseline']} | {s['winner_is_baseline']} | "
                      f"{_pct(s['mean_retrained_val_acc'])} | {s['mean_search_seconds']:.1f} / "
                      f"{s['mean_search_cpu_seconds']:.1f} | {s['mean_trials']:.1f} ({s['mean_pruned']:.1f}) |")
-    lines += ["", "| setup | seed | trials (pruned) | search s | images | winner | baseline trial / best trial "
-              "(%) | retrained (%) | beats baseline |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| setup | seed | trials (pruned) | search s | images | winner | baseline / best trial on the "
+              "objective (%) | retrained (%) | beats baseline |", "|---|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
-        winner = "baseline (#0)" if r["winner_is_baseline"] else f"#{r['winner_trial']}: {_hp(r['winner'])}"
+        winner = "baseline" if r["winner_is_baseline"] else f"#{r['winner_trial']}: {_hp(r['winner'])}"
         lines.append(f"| {r['setup']} | {r['seed']} | {r['trials']} ({r['pruned']}) | {r['search_seconds']:.1f} | "
                      f"{r['budget_used']:,} | {winner} | {_pct(r['baseline_trial_value'])} / "
                      f"{_pct(r['best_trial_value'])} | {_pct(r['retrained_val_acc'])} | "
@@ -244,6 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      retrain_seed=params.seed, n_trials=tc.n_trials, device=args.device or params.device,
                      spread_seeds=args.spread_seeds)
     result["quick"] = args.quick
+    result["dataset"] = params.dataset
     print(format_markdown(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
