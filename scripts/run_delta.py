@@ -30,14 +30,16 @@ MEASURES = {
 }
 # What changed in each stage between the runs this script was made for (words only; the numbers are measured).
 CHANGES = {
-    "tune_cnn": "no enqueued baseline (select_cnn scores it), 256-image validation batches",
+    "tune_cnn": "budget 30 passes (was 80), multivariate TPE + Hyperband (was independent TPE + median pruning), "
+                "no enqueued baseline (select_cnn scores it); validation in 256-image NHWC batches",
     "select_cnn": "new: the baseline trained as a trial, beside the search's winner",
     "train_on_noisy": "3 epochs fine-tuning the tuned CNN instead of 10 from scratch",
     "train_dae": "width 12, 2 epochs, lr 0.006 (was width 8, 3 epochs, lr 0.003)",
-    "denoise": "256-image batches (was 2,048) and the wider autoencoder",
+    "denoise": "256-image NHWC batches (was 2,048 NCHW) and the wider autoencoder",
     "train_on_denoised": "3 epochs fine-tuning the tuned CNN instead of 10 from scratch",
-    "robustness": "256-image batches (was 2,048) and the wider autoencoder",
-    "evaluate": "256-image batches (was 2,048)",
+    "robustness": "5 noise levels (was 9), 256-image NHWC batches (was 2,048 NCHW), the wider autoencoder",
+    "evaluate": "256-image NHWC batches (was 2,048 NCHW)",
+    "visualize": "t-SNE of 1,000 test images per set (was 2,000)",
 }
 
 

@@ -15,7 +15,7 @@ from mnistpipe.errors import PipelineError
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = {"download": "download.json", "add_awgn": "add_awgn.json", "denoise": "denoise.json",
-         "evaluate": "evaluate.json", "robustness": "robustness.json",
+         "evaluate": "evaluate.json", "robustness": "robustness.json", "select_cnn": "select_cnn.json",
          **{s: f"{s}/metrics.json" for s in (*study.MODELS.values(), "train_dae")}}
 PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x00\x00\x00\x00:~\x9bU\x00\x00\x00"
        b"\nIDATx\x9cc`\x00\x00\x00\x02\x00\x01H\xaf\xa4q\x00\x00\x00\x00IEND\xaeB`\x82")

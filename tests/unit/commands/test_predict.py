@@ -283,7 +283,7 @@ def run_cli(argv: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
 def models_dir(tmp_path, small_cnn):
     """A models folder as the pipeline leaves it: the small CNN as tuned.pt and a tiny autoencoder as dae.pt."""
     d = tmp_path / "models"
-    io.save_checkpoint(d / "tuned.pt", small_cnn, kind="cnn", stage="tune_cnn")
+    io.save_checkpoint(d / "tuned.pt", small_cnn, kind="cnn", stage="select_cnn")
     torch.manual_seed(0)
     dae = models.DAE(dae_config(width=4))
     io.save_checkpoint(d / "dae.pt", dae, kind="dae", stage="train_dae")
@@ -375,9 +375,9 @@ BAD_INPUTS = {
     "bad --max-pixels": ({}, ["in", "--max-pixels", "0"], ["--max-pixels must be between 1"]),
     "empty folder": ({"notes.txt": b"x"}, ["in"], ["folder in holds no .png, .jpg, .jpeg file"]),
     "no models": ({}, ["in", "--models-dir", "nomodels"], ["missing input nomodels/tuned.pt",
-                                                             "dvc repro tune_cnn"]),
+                                                             "dvc repro select_cnn"]),
     "autoencoder as the CNN": ({}, ["in", "--models-dir", "swapped"], ["'dae' model but a 'cnn' model"]),
-    "checkpoint of another stage": ({}, ["in", "--model", "baseline"], ["models/baseline.pt was written by tune_cnn",
+    "checkpoint of another stage": ({}, ["in", "--model", "baseline"], ["models/baseline.pt was written by select_cnn",
                                                                          "dvc repro train_baseline"]),
     "damaged checkpoint": ({}, ["in", "--model", "noisy"], ["models/noisy.pt is corrupt", "train_on_noisy"]),
     "missing autoencoder": ({}, ["in", "--denoise", "--models-dir", "nodae"], ["missing input nodae/dae.pt",
