@@ -26,3 +26,16 @@ require_workers() {
     exit 2
   fi
 }
+
+# `dvc queue start -j N` with its output in a file: the workers it leaves behind inherit the output, and a pipe
+# (a caller capturing this script's stderr) would stay open, and the caller waiting, for as long as they live.
+start_workers() {
+  local log
+  log="$(mktemp)"
+  if ! dvc queue start -j "$1" >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    return 1
+  fi
+  rm -f "$log"
+}

@@ -28,7 +28,7 @@ for j in $jobs; do
     dvc exp run --queue -S "seed=$seed" train_baseline >/dev/null
   done
   t0="$(date +%s.%N)"
-  dvc queue start -j "$j" >/dev/null
+  start_workers "$j"
   next_status=$(( $(date +%s) + 20 ))
   while [ "$(exp_refs)" -lt $((before + n)) ]; do
     if [ "$(date +%s)" -ge "$next_status" ]; then

@@ -50,7 +50,7 @@ trap cleanup EXIT
 echo "queued $n experiments: $names" >&2
 
 t0="$(date +%s)"
-dvc queue start -j "$jobs" >/dev/null
+start_workers "$jobs"
 next_status=$(( $(date +%s) + 15 ))
 while :; do
   if [ "$(exp_refs)" -ge $((before + n)) ] || [ "$(date +%s)" -ge "$next_status" ]; then

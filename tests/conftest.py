@@ -19,10 +19,12 @@ import math
 import os
 import random
 import shutil
+import signal
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -219,6 +221,32 @@ def dvc(repo: Path, *args: str, check: bool = False, env: dict[str, str] | None 
         timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `dvc <args>` in `repo` with the virtualenv's dvc (`python -m dvc`)."""
     return sh([sys.executable, "-m", "dvc", *args], Path(repo), env=env, check=check, timeout=timeout)
+
+
+def start_queue(repo: Path, jobs: int, env: dict[str, str] | None = None) -> None:
+    """`dvc queue start -j jobs` in `repo`, its output in a file rather than a pipe: the worker it leaves behind
+    inherits that output, and a pipe would keep `subprocess.run` waiting for as long as the worker lives."""
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)], cwd=repo,
+                              env=stage_env(repo, env), stdout=out, stderr=subprocess.STDOUT, timeout=120)
+        out.seek(0)
+        assert proc.returncode == 0, f"dvc queue start failed:\n{out.read().decode(errors='replace')[-3000:]}"
+
+
+def stop_queue(repo: Path) -> None:
+    """`dvc queue stop`, then end every queue worker of `repo` still alive (by its pid file).
+
+    A DVC worker told to shut down on an empty queue while its task still runs ("monitor: shutting down due to
+    empty queue" before the task's end in its log) was seen to live on after the task, idle, for good."""
+    try:
+        dvc(repo, "queue", "stop", timeout=60)
+    except subprocess.TimeoutExpired:
+        pass
+    for pidfile in (Path(repo) / ".dvc" / "tmp" / "exps" / "celery").glob("dvc-exp-worker-*.pid"):
+        try:
+            os.kill(int(pidfile.read_text().split()[0]), signal.SIGTERM)
+        except (ValueError, IndexError, OSError):
+            pass  # gone already, or no pid in the file
 
 
 def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:

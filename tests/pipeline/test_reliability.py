@@ -160,7 +160,7 @@ def test_queued_experiments(repo_copy, helpers):
     for value in values:
         helpers.dvc(repo, "exp", "run", "--queue", "-S", f"dropout={value}", "train_baseline", check=True)
     t0 = time.perf_counter()
-    helpers.dvc(repo, "queue", "start", "-j", "2", check=True, env=threads)
+    helpers.start_queue(repo, 2, env=threads)
     states: dict[str, str] = {}
     try:
         deadline, next_status = time.monotonic() + 400, time.monotonic() + 20
@@ -176,7 +176,7 @@ def test_queued_experiments(repo_copy, helpers):
         active = [name for name, state in _queue_states(helpers, repo).items() if state in ("Queued", "Running")]
         if active:
             helpers.dvc(repo, "queue", "kill", *active)
-        helpers.dvc(repo, "queue", "stop")
+        helpers.stop_queue(repo)
     helpers.TIMINGS["queued experiments (2, -j 2)"] = time.perf_counter() - t0
     failed = [name for name, state in states.items() if state != "Success"]
     if failed:
