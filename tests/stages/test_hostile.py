@@ -311,6 +311,6 @@ def test_checkpoint_written_by_another_stage_is_refused(repo_copy, helpers):
     before = helpers.snapshot(repo_copy, outs)
     rc, _, err = helpers.run_stage(repo_copy, "evaluate")
     assert rc == 2, err[-3000:]
-    helpers.one_line_error(err, "models/baseline.pt was written by tune_cnn, not train_baseline",
+    helpers.one_line_error(err, "models/baseline.pt was written by select_cnn, not train_baseline",
                            "rerun `dvc repro train_baseline`")
     _unchanged(helpers, repo_copy, outs, before)

@@ -104,6 +104,6 @@ def test_wrong_kind_of_checkpoint_is_refused_by_the_command(tiny_repo, test_digi
     proc = helpers.sh([sys.executable, "-m", "mnistpipe.commands.predict", "digits", "--json", "p.json"], tmp_path,
                       env={"PYTHONPATH": str(tiny_repo / "src")})
     assert proc.returncode == 2, proc.stderr
-    helpers.one_line_error(proc.stderr, "models/tuned.pt", "'dae' model", "dvc repro tune_cnn")
+    helpers.one_line_error(proc.stderr, "models/tuned.pt", "'dae' model", "dvc repro select_cnn")
     assert proc.stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["digits", "models"]
