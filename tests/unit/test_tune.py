@@ -107,7 +107,9 @@ def test_two_worker_processes_share_an_sqlite_study(split, tmp_path):
     found = search(split, storage=url, n_workers=2, n_trials=N_TRIALS, budget=100,
                    meta={"data": str(path), "data_sha256": studydata.data_fingerprint(path)})
     trials = found.study.trials
-    assert len(trials) == N_TRIALS and all(t.state.is_finished() for t in trials)
+    # Two workers that check the cap at the same moment may both start a trial (`tune.run_trials` says so): one
+    # over the cap is the documented overshoot, not a fault.
+    assert N_TRIALS <= len(trials) <= N_TRIALS + 1 and all(t.state.is_finished() for t in trials), len(trials)
     workers = [t.user_attrs["worker"] for t in trials]
     # The enqueued baseline (trial 0) is run by the stage's own process before the workers start, so no two
     # processes can take it; the workers share the rest.
