@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 from pathlib import Path
 
+# A sibling script: run as `python scripts/run_delta.py`, its folder is first on sys.path.
+from results_md import parse_repro_log, reference_epochs
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-from results_md import parse_repro_log, reference_epochs  # noqa: E402
 
 # Stage -> (metrics file, dotted key, what it measures): the one number each stage is judged by.
 MEASURES = {

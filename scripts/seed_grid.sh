@@ -4,6 +4,7 @@
 #
 #   scripts/seed_grid.sh                                     # 5 seeds x dropout 0 / 0.25 of train_baseline, -j 2
 #   README=docs/seed-grid.md scripts/seed_grid.sh            # also write the table into docs/seed-grid.md's seedgrid block
+#   SUMMARY=benchmarks/seed-grid-dropout.json scripts/seed_grid.sh  # also the JSON the report stage shows
 #   SEEDS=0,1 DROPOUTS=0,0.5 JOBS=1 scripts/seed_grid.sh     # another grid
 #
 # Run it from the root of a committed, reproduced checkout (the queue runs the committed state). Only the
@@ -63,4 +64,4 @@ done
 echo "the queue finished in $(( $(date +%s) - t0 )) s" >&2
 
 "$python" -m mnistpipe.lab.seedgrid --metric "$metric" --by dropout --percent --exp "${names// /,}" \
-  ${README:+--readme "$README"}
+  ${README:+--readme "$README"} ${SUMMARY:+--summary "$SUMMARY" --commit "$(git rev-parse HEAD)"}

@@ -21,11 +21,8 @@ METRICS = Path("metrics")
 PLOTS = Path("plots")
 SEARCH_CONFIG = MODELS / "search_best.json"  # tune_cnn's best trial: its hyperparameters + recipe and objective
 BEST_CONFIG = MODELS / "tuned_config.json"    # select_cnn's choice (search winner or baseline), read by the retrains
-CHECKPOINTS = {name: MODELS / f"{name}.pt"
-               for name in ("baseline", "search_best", "tuned", "noisy", "dae", "denoised")}
-# The stage that writes each checkpoint, for "run `dvc repro <stage>`" messages.
-PRODUCERS = {"baseline": "train_baseline", "search_best": "tune_cnn", "tuned": "select_cnn",
-             "noisy": "train_on_noisy", "dae": "train_dae", "denoised": "train_on_denoised"}
+PRODUCERS = io.CHECKPOINT_PRODUCERS  # checkpoint name -> the stage that writes it
+CHECKPOINTS = {name: MODELS / f"{name}.pt" for name in PRODUCERS}
 # The tensors of each data file: images x_* (uint8, N x 28 x 28) and labels y_* (int64, N), checked on every load.
 CONTENTS = {TRAIN: ("x_train", "y_train", "x_val", "y_val"), TEST: ("x_test", "y_test"),
             NOISY_TRAIN: ("x_train", "x_val"), NOISY_TEST: ("x_test",),
@@ -66,29 +63,3 @@ def read_config(path: Path = BEST_CONFIG, *, producer: str = "select_cnn") -> di
     """The hyperparameters and recipe, flat (params.split_cnn splits them), of a configuration file: the tuned
     CNN's (select_cnn) or the search's best trial (SEARCH_CONFIG, tune_cnn)."""
     return params.tuned_hyperparameters(io.read_json(path, producer=producer), source=str(path), producer=producer)
-
-
-def train_tuned_on(*, stage: str, images: Path, images_producer: str, checkpoint: str) -> None:
-    """Stage `stage`: fine-tune the tuned CNN on other images (noisy or denoised: `images`, written by
-    `images_producer`) with the clean labels, for the stage's own `epochs` at its own peak `lr` (the rest of the
-    tuned training settings kept), and save it as CHECKPOINTS[`checkpoint`]."""
-    # Imported here: only the two retraining stages train, and a module-level import would make every stage that
-    # uses this file depend on (and rerun after edits to) train.py, models.py and tracking.py.
-    from mnistpipe import models, tracking, train
-
-    run = load_params()
-    section = getattr(run, stage)
-    _, training = params.split_cnn(read_config())
-    training.update(epochs=section.epochs, lr=section.lr)
-    labels = load_data(TRAIN, producer="download")
-    x = load_split(images, producer=images_producer)
-    tensors.check_counts(x, labels, images_source=str(images), labels_source=str(TRAIN), producer=images_producer)
-    tuned = CHECKPOINTS["tuned"]
-    model = models.from_checkpoint(io.load_checkpoint(tuned, kind="cnn", producer=PRODUCERS["tuned"]), path=str(tuned),
-                                    seed=run.seed)
-    with tracking.live_log(METRICS / stage) as live:
-        result = train.train_cnn(model, x["x_train"], labels["y_train"], x["x_val"], labels["y_val"], **training,
-                                 seed=run.seed, device=run.device, on_epoch=live.log_epoch, progress=True)
-        live.summary.update(result.metrics)
-        io.save_checkpoint(CHECKPOINTS[checkpoint], model, kind="cnn", stage=stage,
-                           meta={"train_set": checkpoint, "dataset": run.dataset, **result.metrics})

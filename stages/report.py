@@ -14,9 +14,8 @@ FILES = {"download": "download.json", "add_awgn": "add_awgn.json", "denoise": "d
          "evaluate": "evaluate.json", "robustness": "robustness.json", "select_cnn": "select_cnn.json",
          **{s: f"{s}/metrics.json" for s in (*study.MODELS.values(), "train_dae")}}
 TRIALS = METRICS / "tune_cnn_trials.csv"
-# A committed seed grid of dropout on/off (`dvc exp show --json` of scripts/seed_grid.sh's experiments), if any.
+# A committed seed grid of dropout on/off (`SUMMARY=... scripts/seed_grid.sh`), if any.
 SEED_GRID = Path("benchmarks/seed-grid-dropout.json")
-SEED_GRID_METRIC = "train_baseline/metrics.json:val_acc"
 
 
 def _curves(stage: str) -> dict[str, list[float]]:
@@ -32,13 +31,11 @@ def _curves(stage: str) -> dict[str, list[float]]:
     return out
 
 
-def _seed_grid() -> str | None:
+def _seed_grid(run_params: dict) -> dict | None:
     if not SEED_GRID.is_file():
         return None
-    from mnistpipe.lab import seedgrid  # only when a grid is committed
-
-    rows = io.read_json(SEED_GRID, producer="scripts/seed_grid.sh")
-    return seedgrid.tabulate(rows, [SEED_GRID_METRIC], by=["dropout"], percent=True).strip()
+    grid = io.read_json(SEED_GRID, producer="scripts/seed_grid.sh")
+    return study.seed_grid_context(grid, run_params=run_params, source=str(SEED_GRID))
 
 
 def main() -> None:
@@ -54,7 +51,7 @@ def main() -> None:
         metrics, dataset=params.dataset, class_names=datasets.class_names(params.dataset),
         baseline_hyperparameters=params.baseline(), trials=trials,
         curves={stage: _curves(stage) for stage in study.MODELS.values()}, reports=reports, figures=figures,
-        seed_grid=_seed_grid())
+        seed_grid=_seed_grid(params.model_dump(mode="json")))
     io.write_text(REPORT / "README.md", study.render_markdown(context, study.relative_figure(f"../{PLOTS}/")))
     io.write_text(REPORT / "index.html", study.render_html(context, figures))
 

@@ -16,9 +16,8 @@ from common import (
     load_params,
     load_split,
     read_checked_json,
-    read_config,
 )
-from mnistpipe import io, models, tune
+from mnistpipe import io, models, params, tune
 from mnistpipe.runner import run_stage
 
 
@@ -27,14 +26,14 @@ def main() -> None:
     d = load_split(TRAIN, producer="download")
     recipe = run.recipe.model_dump(mode="json")
     search = read_checked_json(SEARCH_CONFIG, producer="tune_cnn", numbers=("best_trial_val_acc",))
-    best_hp = read_config(SEARCH_CONFIG, producer="tune_cnn")
+    best_hp = params.tuned_hyperparameters(search, source=str(SEARCH_CONFIG), producer="tune_cnn")
     # Both candidates are read (and checked) before the baseline trains: a broken input fails in seconds.
     ckpts = {name: io.load_checkpoint(CHECKPOINTS[name], kind="cnn", producer=PRODUCERS[name])
              for name in ("baseline", "search_best")}
     baseline_value = tune.score(d["x_train"], d["y_train"], d["x_val"], d["y_val"], hp=run.baseline(),
                                 recipe=recipe, seed=run.seed, trial_train_size=run.tune_cnn.trial_train_size,
                                 device=run.device)
-    winner_is_baseline = baseline_value >= search["best_trial_val_acc"]
+    winner_is_baseline = tune.baseline_wins(baseline_value, search["best_trial_val_acc"])
     name = "baseline" if winner_is_baseline else "search_best"
     model = models.from_checkpoint(ckpts[name], path=str(CHECKPOINTS[name]))
     hp = {**run.baseline(), **recipe} if winner_is_baseline else best_hp

@@ -1,6 +1,8 @@
 """Train the tuned CNN configuration on the noisy training images (clean labels)."""
 
-from common import NOISY_TRAIN, train_tuned_on
+from retrain import train_tuned_on
+
+from common import NOISY_TRAIN
 from mnistpipe.runner import run_stage
 
 

@@ -16,13 +16,11 @@ from common import (
     load_split,
     read_checked_json,
 )
-from mnistpipe import datasets, evaluate, io, models, noise, plots, plots_template
-from mnistpipe.errors import PipelineError
+from mnistpipe import datasets, evaluate, io, models, plots, plots_template
 from mnistpipe.runner import run_stage
 
 # The offline page of `dvc plots show`, which .dvc/config's plots.html_template names (relative to .dvc/).
 PLOTS_TEMPLATE = Path("dvc_plots_template.html")
-N_SAMPLES, N_DENOISED = 40, 10  # test images in samples.png; columns of denoising.png
 # Comparison bars: label -> (evaluate result, training stages whose train_seconds add up to its cost).
 COMPARED = {"clean": ("tuned", ["tune_cnn"]), "noisy": ("noisy", ["train_on_noisy"]),
             "denoised": ("denoised", ["train_on_denoised", "train_dae"])}
@@ -38,19 +36,8 @@ def _train_seconds(stage: str) -> float:
 def main() -> None:
     params = load_params()
     p = params.visualize
-    named = {"class_names": datasets.class_names(params.dataset)}  # every label a figure shows names its class
     y_train = load_split(TRAIN, producer="download", keys=("y_train",))["y_train"]
     test = load_split(TEST, producer="download")
-    x, y, n = test["x_test"], test["y_test"], len(test["y_test"])
-    sets = {"clean": x, "noisy": load_split(NOISY_TEST, producer="add_awgn")["x_test"],
-            "denoised": load_split(DENOISED_TEST, producer="denoise")["x_test"]}
-    k, i = p.tsne_size, p.sample_index
-    if k > n:
-        raise PipelineError(f"visualize.tsne_size={k} exceeds the {n} test images; set it to at most {n}")
-    if p.perplexity >= k:
-        raise PipelineError(f"visualize.perplexity={p.perplexity} must be below tsne_size={k}; lower it")
-    if i >= n:
-        raise PipelineError(f"visualize.sample_index={i} is out of range for {n} test images; use 0-{n - 1}")
     tuned = models.from_checkpoint(io.load_checkpoint(CHECKPOINTS["tuned"], kind="cnn", producer=PRODUCERS["tuned"]),
                                    path=str(CHECKPOINTS["tuned"]))
     scores = read_checked_json(METRICS / "evaluate.json", producer="evaluate", numbers=ACCURACIES)
@@ -60,24 +47,14 @@ def main() -> None:
     seconds = {s: _train_seconds(s) for _, stages in COMPARED.values() for s in stages}
     results = {label: {"accuracy": scores[m]["accuracy"], "seconds": {s: seconds[s] for s in stages}}
                for label, (m, stages) in COMPARED.items()}
-    psnr = float(noise.psnr(sets["noisy"][i:i + 1], x[i:i + 1])[0])
-    grid = {"original": x, "noisy": sets["noisy"], "denoised": sets["denoised"]}
-    embedded = {name: plots.tsne_embed(s[:k], perplexity=p.perplexity, seed=params.seed, n_jobs=p.tsne_threads,
-                                       method=p.tsne_method)
-                for name, s in sets.items()}
-    figures = {
-        "label_distribution": plots.label_distribution(y_train, **named),
-        "samples": plots.sample_grid(x[:N_SAMPLES], y[:N_SAMPLES], title="Test images", **named),
-        "feature_maps_conv1": plots.feature_maps(tuned, x[i], block=1, label=int(y[i]), **named),
-        "feature_maps_conv2": plots.feature_maps(tuned, x[i], block=2, label=int(y[i]), **named),
-        "misclassified": plots.misclassified(x, worst, title="Tuned CNN: most confident errors", **named),
-        "noisy_example": plots.noisy_example(x[i], sets["noisy"][i], label=int(y[i]), psnr_db=psnr, **named),
-        "denoising": plots.denoising_grid({r: s[:N_DENOISED] for r, s in grid.items()}, labels=y, **named),
-        "tsne": plots.tsne_figure(embedded, y[:k], **named),
-        "comparison": plots.comparison(results, reference={lb: scores[r]["accuracy"] for lb, r in REFERENCE.items()},
-                                       reference_label="clean-trained (tuned) model"),
-        "confusion_matrices": plots.confusion_matrices(conf, **named),
-    }
+    noisy = load_split(NOISY_TEST, producer="add_awgn")["x_test"]
+    denoised = load_split(DENOISED_TEST, producer="denoise")["x_test"]
+    figures = plots.study_figures(
+        x=test["x_test"], y=test["y_test"], y_train=y_train, noisy=noisy, denoised=denoised, tuned=tuned, worst=worst,
+        confusions=conf,
+        results=results, reference={lb: scores[r]["accuracy"] for lb, r in REFERENCE.items()},
+        sample_index=p.sample_index, tsne_size=p.tsne_size, perplexity=p.perplexity, seed=params.seed,
+        tsne_threads=p.tsne_threads, tsne_method=p.tsne_method, class_names=datasets.class_names(params.dataset))
     for name, fig in figures.items():
         plots.save_png(fig, PLOTS / f"{name}.png")
     plots_template.write_template(PLOTS_TEMPLATE)

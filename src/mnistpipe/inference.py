@@ -20,11 +20,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from . import io, models, tensors, train
 from .errors import PipelineError
 
-# The CNN checkpoints by name (the choices of `mnistpipe-predict --model`) and the stage that writes each
-# (stages/common.py's PRODUCERS, which the library may not import).
-MODEL_PRODUCERS = {"tuned": "select_cnn", "baseline": "train_baseline", "noisy": "train_on_noisy",
-                   "denoised": "train_on_denoised"}
-DAE_NAME, DAE_PRODUCER = "dae", "train_dae"
+# The CNN checkpoints a user may classify with (the choices of `mnistpipe-predict --model`), and the autoencoder's.
+MODEL_CHOICES = ("tuned", "baseline", "noisy", "denoised")
+DAE_NAME = "dae"
 FORMATS = ("PNG", "JPEG")
 SUFFIXES = (".png", ".jpg", ".jpeg")
 # 50 megapixels holds any phone photo; one decoded at this size already takes ~1 GB on its way to 28x28.
@@ -195,7 +193,7 @@ def list_images(paths: list[str]) -> list[Path]:
 
 def load_model(models_dir: Path, name: str) -> torch.nn.Module:
     """The pipeline's checkpoint `name` (a --model choice, or dae) from `models_dir`, checked for kind and stage."""
-    producer = DAE_PRODUCER if name == DAE_NAME else MODEL_PRODUCERS[name]
+    producer = io.CHECKPOINT_PRODUCERS[name]
     kind = "dae" if name == DAE_NAME else "cnn"
     path = models_dir / f"{name}.pt"
     ckpt = io.load_checkpoint(path, kind=kind, producer=producer)

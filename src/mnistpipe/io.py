@@ -23,6 +23,11 @@ import torch
 from . import transaction
 from .errors import PipelineError, describe_os_error, outputs_left
 
+# The pipeline's checkpoints by name (models/<name>.pt) and the stage that writes each: the stage that a
+# "rerun `dvc repro <stage>`" message names when one is missing or stale.
+CHECKPOINT_PRODUCERS = {"baseline": "train_baseline", "search_best": "tune_cnn", "tuned": "select_cnn",
+                        "noisy": "train_on_noisy", "dae": "train_dae", "denoised": "train_on_denoised"}
+
 
 def _umask() -> int:
     mask = os.umask(0)

@@ -286,6 +286,13 @@ class Visualize(_Strict):
                          "opentsne-bh-raw", "pca50+opentsne-bh"]
     sample_index: int = Field(ge=0)
 
+    @model_validator(mode="after")
+    def _perplexity_below_size(self) -> Visualize:
+        # t-SNE needs more points than the perplexity (its effective number of neighbours).
+        if self.perplexity >= self.tsne_size:
+            raise ValueError(f"perplexity={self.perplexity:g} must be below tsne_size={self.tsne_size}; lower it")
+        return self
+
 
 class Robustness(_Strict):
     stds: list[Annotated[float, Field(ge=0, le=10)]] = Field(min_length=1, description="noise levels of the curve")
@@ -425,13 +432,14 @@ def tuned_hyperparameters(best: Any, *, source: str, producer: str) -> dict[str,
     return hp
 
 
-def load(path: str | Path) -> Params:
-    """Read and validate the params file at `path` (all of it, so a typo anywhere fails every stage)."""
+def load(path: str | Path, *, missing_hint: str = "run the stage from the repository root") -> Params:
+    """Read and validate the params file at `path` (all of it, so a typo anywhere fails every stage); a missing
+    file is an error that ends with `missing_hint`, what the caller's user should do."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise PipelineError(f"{path} not found; run the stage from the repository root") from None
+        raise PipelineError(f"{path} not found; {missing_hint}") from None
     except yaml.YAMLError as exc:
         first = " ".join(str(exc).split())
         raise PipelineError(f"{path} is not valid YAML ({first})") from None

@@ -17,7 +17,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from . import io
+from . import io, noise
 from .errors import PipelineError
 
 # One fixed colour per digit, shared by every panel that colours by class.
@@ -396,3 +396,39 @@ def robustness(rows: Sequence[Mapping[str, Any]], labels: Mapping[str, str], *,
     ax.legend(fontsize=8, loc="best")
     ax.set_title("Accuracy against test noise")
     return fig
+
+
+def study_figures(*, x: torch.Tensor, y: torch.Tensor, y_train: torch.Tensor, noisy: torch.Tensor,
+                  denoised: torch.Tensor, tuned: torch.nn.Module, worst: Sequence[Mapping[str, Any]],
+                  confusions: Mapping[str, Any], results: Mapping[str, Mapping[str, Any]],
+                  reference: Mapping[str, float], sample_index: int, tsne_size: int, perplexity: float, seed: int,
+                  tsne_threads: int, tsne_method: str, class_names: Sequence[str], n_samples: int = 40,
+                  n_denoised: int = 10) -> dict[str, Figure]:
+    """Every figure of the study, by name (plots/<name>.png), from the test images `x` (float, N x 1 x 28 x 28) with
+    labels `y`, their `noisy` and `denoised` versions, the training labels, the tuned CNN, its most confident errors
+    (`worst`), evaluate's confusion matrices and the accuracy/cost `results` for `comparison` (`reference`: the
+    clean-trained CNN's accuracy on each set). `sample_index` picks the test image of the feature maps and the noisy
+    example; t-SNE embeds the first `tsne_size` images of each set."""
+    n, i, k = len(y), sample_index, tsne_size
+    if k > n:
+        raise PipelineError(f"visualize.tsne_size={k} exceeds the {n} test images; set it to at most {n}")
+    if i >= n:
+        raise PipelineError(f"visualize.sample_index={i} is out of range for {n} test images; use 0-{n - 1}")
+    named = {"class_names": class_names}  # every label a figure shows names its class
+    sets = {"clean": x, "noisy": noisy, "denoised": denoised}
+    psnr = float(noise.psnr(noisy[i:i + 1], x[i:i + 1])[0])
+    embedded = {name: tsne_embed(imgs[:k], perplexity=perplexity, seed=seed, n_jobs=tsne_threads, method=tsne_method)
+                for name, imgs in sets.items()}
+    grid = {"original": x, "noisy": noisy, "denoised": denoised}
+    return {
+        "label_distribution": label_distribution(y_train, **named),
+        "samples": sample_grid(x[:n_samples], y[:n_samples], title="Test images", **named),
+        "feature_maps_conv1": feature_maps(tuned, x[i], block=1, label=int(y[i]), **named),
+        "feature_maps_conv2": feature_maps(tuned, x[i], block=2, label=int(y[i]), **named),
+        "misclassified": misclassified(x, worst, title="Tuned CNN: most confident errors", **named),
+        "noisy_example": noisy_example(x[i], noisy[i], label=int(y[i]), psnr_db=psnr, **named),
+        "denoising": denoising_grid({r: s[:n_denoised] for r, s in grid.items()}, labels=y, **named),
+        "tsne": tsne_figure(embedded, y[:k], **named),
+        "comparison": comparison(results, reference=reference, reference_label="clean-trained (tuned) model"),
+        "confusion_matrices": confusion_matrices(confusions, **named),
+    }

@@ -56,6 +56,9 @@ ROBUSTNESS = {"clean_cnn": "clean-trained CNN", "noisy_cnn": "noisy-trained CNN"
               "dae_denoised_cnn": "autoencoder + denoised-trained CNN"}
 CURVES = ("val_acc", "train_loss", "val_loss")  # per-epoch columns written by dvclive
 SIX = BASELINE_KEYS  # the report's six CNN hyperparameters
+# The params (dotted keys; a prefix covers a section) that shape a trained baseline apart from its dropout and
+# seed: a committed seed grid describes a run only where all of them are equal.
+GRID_KEYS = ("dataset", *(k for k in SIX if k != "dropout"), "recipe.", "download.val_size", "download.train_limit")
 TEMPLATE_PACKAGE = "mnistpipe"
 
 
@@ -103,10 +106,49 @@ def _trial_rows(trials: Sequence[Mapping[str, str]]) -> list[dict]:
     return out
 
 
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested params as dotted keys ({"recipe": {"hidden": 128}} -> {"recipe.hidden": 128}), as DVC shows them."""
+    out: dict[str, Any] = {}
+    for k, v in params.items():
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def seed_grid_context(grid: Mapping[str, Any], *, run_params: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """A committed dropout seed grid (the JSON `python -m mnistpipe.lab.seedgrid --summary` writes), checked, with
+    `differs`: the params shaping a baseline (GRID_KEYS) on which it and this run (`run_params`, nested) disagree,
+    as [key, the grid's value, this run's value]; empty when the grid describes this run."""
+    settings = grid.get("settings") if isinstance(grid, Mapping) else None
+    tests = grid.get("welch") if isinstance(grid, Mapping) else None
+    if not isinstance(settings, list) or len(settings) < 2 or not isinstance(tests, list) \
+            or len(tests) != len(settings) - 1:
+        raise PipelineError(f"{source} is not a seed grid of two or more settings; rerun "
+                            "`SUMMARY={source} scripts/seed_grid.sh`")
+    for i, row in enumerate(settings):
+        for key in ("mean", "n"):
+            _number(row, key, f"{source} setting {i}")
+        if not isinstance(row.get("params"), Mapping) or "dropout" not in row["params"]:
+            raise PipelineError(f"{source} setting {i} names no dropout; rerun `SUMMARY={source} scripts/seed_grid.sh`")
+    for i, w in enumerate(tests):
+        if w is not None:
+            for key in ("delta", "se", "t", "df", "p"):
+                _number(w, key, f"{source} test {i}")
+    shared, mine = grid.get("shared_params") or {}, flatten(run_params)
+    keys = sorted(k for k in set(shared) | set(mine)
+                  if any(k.startswith(g) if g.endswith(".") else k == g for g in GRID_KEYS))
+    differs = [[k, shared.get(k), mine.get(k)] for k in keys if shared.get(k) != mine.get(k)]
+    return {"commit": str(grid.get("commit") or "")[:12], "metric": grid.get("metric", ""),
+            "settings": settings, "tests": tests, "alpha": float(grid.get("alpha", 0.05)), "differs": differs}
+
+
 def study_context(metrics: Mapping[str, Any], *, dataset: str, class_names: Sequence[str],
                   baseline_hyperparameters: Mapping[str, Any], trials: Sequence[Mapping[str, str]],
                   curves: Mapping[str, Mapping[str, Sequence[float]]], reports: Mapping[str, Mapping],
-                  figures: Mapping[str, Any], seed_grid: str | None = None, original: Mapping = REPORT) -> dict:
+                  figures: Mapping[str, Any], seed_grid: Mapping[str, Any] | None = None,
+                  original: Mapping = REPORT) -> dict:
     """Everything the template shows, checked.
 
     metrics: the parsed metrics files by stage ('download', 'add_awgn', 'denoise', 'evaluate', 'robustness', and
@@ -114,7 +156,7 @@ def study_context(metrics: Mapping[str, Any], *, dataset: str, class_names: Sequ
     'select_cnn' for its choice).
     reports: evaluate's classification reports (dicts by class name) for `MODELS`. curves: stage -> column ->
     per-epoch values. trials: rows of the trials table as text. figures: name -> anything true when the figure
-    exists (bytes for the page). seed_grid: the Markdown of a committed seed grid, or None.
+    exists (bytes for the page). seed_grid: a committed seed grid as `seed_grid_context` returns it, or None.
     """
     names = list(class_names)
     if len(names) != 10:

@@ -5,9 +5,9 @@ Each trial calls `train.train_cnn`, the same function the training stages use; p
 
 The search is sized by a training budget, not a trial count: `budget` passes over the trial subset (subset
 images x epochs, summed over all trials; a pruned trial counts the epochs it ran). Trials start until the
-budget is spent, so searches with and without pruning compare at equal compute. The baseline's
-hyperparameters can be enqueued as trial 0, so the search never reports a configuration worse than the
-baseline on its own objective.
+budget is spent, so searches with and without pruning compare at equal compute. The baseline is not a trial:
+`score` puts it on the footing of the search's best trial afterwards, and `baseline_wins` is the rule that
+keeps it.
 
 With an RDB `storage` (an Optuna URL such as `postgresql+psycopg2://user@host/db` or `sqlite:///tune.db`) the
 study lives in the database: any number of worker processes, on any machines, add trials to it (see
@@ -40,10 +40,8 @@ from .train import train_cnn
 # The study's user attribute that holds its spec: what every worker needs to run trials of the same search.
 SPEC_ATTR = "mnistpipe_spec"
 # Spec keys that define the search; a study holding trials of other values must not be mixed with this one.
-SEARCH_KEYS = ("space", "recipe", "seed", "trial_train_size", "sampler", "pruner", "enqueue", "meta")
-# The user attribute that marks the enqueued baseline trial.
-BASELINE_ATTR = "enqueued_baseline"
-# Completed trials before the median pruner may prune: the enqueued baseline (trial 0) is never pruned.
+SEARCH_KEYS = ("space", "recipe", "seed", "trial_train_size", "sampler", "pruner", "meta")
+# Completed trials before the median pruner may prune.
 MEDIAN_STARTUP_TRIALS = 3
 # A worker that dies mid-trial stops beating; after the grace period another worker (or the collector) marks
 # its trial failed, so the study never waits forever on a RUNNING trial nobody runs.
@@ -53,17 +51,14 @@ GRACE_SECONDS = 60
 
 @dataclass
 class TuneResult:
-    """The best trial's hyperparameters, val accuracy and number, the enqueued baseline trial's number and val
-    accuracy (None without one, or if it did not complete), the training budget spent (images), every trial as a
-    table, and the study itself."""
+    """The best trial's hyperparameters, val accuracy and number, the training budget spent (images), the number
+    of pruned trials, every trial as a table, and the study itself."""
 
     best_params: dict[str, Any]
     best_value: float
     trials: pd.DataFrame
     study: optuna.Study
     best_trial: int = 0
-    baseline_trial: int | None = None
-    baseline_value: float | None = None
     budget_used: int = 0
     n_pruned: int = 0
 
@@ -111,6 +106,12 @@ def score(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_v
     config, training = split_cnn({**hp, **recipe})
     result = train_cnn(CNN(config, seed=seed), x_train, y_train, x_val, y_val, **training, seed=seed, device=device)
     return result.metrics["val_acc"]
+
+
+def baseline_wins(baseline_value: float, best_value: float) -> bool:
+    """Whether the baseline stays the tuned configuration: unless the search's best trial scores strictly higher
+    on the same objective (`score`), the simpler, known configuration is kept."""
+    return baseline_value >= best_value
 
 
 def make_objective(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, *,
@@ -202,18 +203,11 @@ def rdb_storage(url: str) -> optuna.storages.RDBStorage:
                             "tune_cnn.storage and that the database server is running") from None
 
 
-def enqueue_baseline(study: optuna.Study, hp: dict[str, Any] | None) -> None:
-    """Make `hp` (the six hyperparameters) the study's next trial, marked as the baseline; None: nothing."""
-    if hp:
-        study.enqueue_trial(dict(hp), user_attrs={BASELINE_ATTR: True})
-
-
 def open_shared_study(storage: str, study_name: str, *, spec: dict[str, Any]) -> optuna.Study:
     """Create the study in `storage`, or reopen it if it holds the same search, and record `spec` on it.
 
     A study of the same name whose spec differs in any of SEARCH_KEYS is refused: its trials would be
-    mixed with trials of another search space, recipe, sampler, pruner, baseline or data. `spec["enqueue"]`
-    becomes trial 0 when the study is new (holds no trials).
+    mixed with trials of another search space, recipe, sampler, pruner or data.
     """
     sampler, pruner = _from_spec(spec)
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner, study_name=study_name,
@@ -226,27 +220,7 @@ def open_shared_study(storage: str, study_name: str, *, spec: dict[str, Any]) ->
                                 f"{', '.join(changed)}); set a new tune_cnn.study_name or delete the old study "
                                 f"with `optuna delete-study --storage URL --study-name {study_name}`")
     study.set_user_attr(SPEC_ATTR, spec)
-    if not study.get_trials(deepcopy=False):
-        enqueue_baseline(study, spec.get("enqueue"))
     return study
-
-
-def baseline_waiting(study: optuna.Study) -> bool:
-    """Whether the study's enqueued baseline has not been taken by any process yet."""
-    return any(t.state == optuna.trial.TrialState.WAITING and t.user_attrs.get(BASELINE_ATTR)
-               for t in study.get_trials(deepcopy=False))
-
-
-def wait_for_baseline(study: optuna.Study, *, poll_seconds: float = 2.0, timeout: float = 3600.0) -> None:
-    """Block a worker until the process that created the study has taken its enqueued baseline (trial 0), so
-    no two processes ever run it; a baseline still waiting after `timeout` seconds is a one-line error."""
-    deadline = time.monotonic() + timeout
-    while baseline_waiting(study):
-        if time.monotonic() > deadline:
-            raise PipelineError(f"study {study.study_name!r}: its baseline trial has waited {timeout:g} s for the "
-                                "tune_cnn stage to run it; start `dvc repro tune_cnn` (it runs trial 0), then the "
-                                "workers")
-        time.sleep(poll_seconds)
 
 
 def attach(storage: str, study_name: str, *, sampler_seed: int | None) -> tuple[optuna.Study, dict[str, Any]]:
@@ -294,7 +268,7 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
 
 
 def collect(study: optuna.Study, *, poll_seconds: float = 2.0) -> TuneResult:
-    """The study's best trial, its baseline trial and all its trials, once no trial is running any more.
+    """The study's best trial and all its trials, once no trial is running any more.
 
     Trials of dead workers are failed by the heartbeat check, so the wait ends.
     """
@@ -308,12 +282,8 @@ def collect(study: optuna.Study, *, poll_seconds: float = 2.0) -> TuneResult:
             f"none of the {len(trials)} tuning trials completed; widen tune_cnn.space or lower its lr range"
         )
     best = study.best_trial
-    base = next((t for t in trials if t.user_attrs.get(BASELINE_ATTR)), None)
-    base_value = base.value if base is not None and base.state == optuna.trial.TrialState.COMPLETE else None
     return TuneResult(best_params=dict(best.params), best_value=float(best.value), trials=study.trials_dataframe(),
-                      study=study, best_trial=best.number, baseline_trial=None if base is None else base.number,
-                      baseline_value=None if base_value is None else float(base_value),
-                      budget_used=images_seen(study),
+                      study=study, best_trial=best.number, budget_used=images_seen(study),
                       n_pruned=sum(t.state == optuna.trial.TrialState.PRUNED for t in trials))
 
 
@@ -353,14 +323,13 @@ def run_local_workers(storage: str, study_name: str, *, n_workers: int, n_trials
 
 def tune_cnn(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, *,
              space: dict[str, dict], recipe: dict[str, Any], budget: float, seed: int, sampler: dict[str, Any],
-             pruner: dict[str, Any], n_trials: int = 0, trial_train_size: int = 0,
-             enqueue: dict[str, Any] | None = None, storage: str = "", study_name: str = "tune_cnn",
+             pruner: dict[str, Any], n_trials: int = 0, trial_train_size: int = 0, storage: str = "",
+             study_name: str = "tune_cnn",
              device: str = "auto", n_workers: int = 1, meta: dict[str, Any] | None = None) -> TuneResult:
     """Maximise val accuracy over `space`; each trial trains on a seeded subset of `trial_train_size` images.
 
     Trials start until they have spent `budget` passes over that subset (see the module docstring) or number
-    `n_trials` (0 = no cap). `enqueue` (the baseline's six hyperparameters, which the params schema keeps inside
-    `space`) is trial 0. `recipe` holds the fixed architecture/training settings passed to every trial;
+    `n_trials` (0 = no cap). `recipe` holds the fixed architecture/training settings passed to every trial;
     `sampler` and `pruner` are as `make_sampler_and_pruner` takes them, the sampler seeded with `seed` (which
     also draws the subset).
     Trials that diverge count as failed (Optuna records them); if no trial completes, a `PipelineError` says
@@ -382,21 +351,14 @@ def tune_cnn(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, 
         made_sampler, made_pruner = make_sampler_and_pruner(seed=seed, sampler=sampler, pruner=pruner, space=space)
         study = optuna.create_study(direction="maximize", sampler=made_sampler, pruner=made_pruner,
                                     study_name=study_name)
-        enqueue_baseline(study, enqueue)
         run_trials(study, objective(), budget_images=budget_images, n_trials=n_trials)
         return collect(study)
 
     spec = {"space": space, "recipe": recipe, "seed": seed, "trial_train_size": trial_train_size,
-            "sampler": sampler, "pruner": pruner, "enqueue": dict(enqueue) if enqueue else None,
-            "meta": meta or {}, "budget": budget, "n_trials": n_trials, "device": device}
+            "sampler": sampler, "pruner": pruner, "meta": meta or {}, "budget": budget, "n_trials": n_trials,
+            "device": device}
     study = open_shared_study(storage, study_name, spec=spec)
     if not search_done(study, budget_images=budget_images, n_trials=n_trials):
-        # The enqueued baseline runs here, before any worker starts: Optuna hands a waiting trial out without a
-        # row lock, so two workers starting together could both take it and the second could not report it
-        # (optuna/optuna#4621). Workers wait for it (`wait_for_baseline`).
-        if baseline_waiting(study):
-            run_trials(study, objective(worker_name()), budget_images=budget_images, n_trials=n_trials,
-                       max_trials=1)
         if n_workers > 1:
             run_local_workers(storage, study_name, n_workers=n_workers, n_trials=n_trials, seed=seed)
         else:

@@ -182,16 +182,16 @@ def test_unknown_part_and_failing_part_are_one_line_errors(tmp_path):
 def test_quick_benchmark_on_real_mnist(tmp_path, helpers):
     """`--quick` end to end, each part in its own process (the t-SNE part is bench_tsne's, tested there)."""
     mirror = helpers.require_mirror()
-    out = bench.main(["--quick", "--mnist", str(mirror), "--device", "cpu", "--skip", "tsne", *PARAMS,
-                      "--json", str(tmp_path / "quick.json")])
+    out = bench.main(["--quick", "--mnist", str(mirror), "--device", "cpu", "--skip", "tsne", "--seeds", "1",
+                      *PARAMS, "--json", str(tmp_path / "quick.json")])
     assert json.loads((tmp_path / "quick.json").read_text()) == json.loads(json.dumps(out))
-    assert (out["train_size"], out["test_size"], out["seeds"]) == (2000, 1000, [0, 1])
+    assert (out["train_size"], out["test_size"], out["seeds"]) == (2000, 1000, [0])
     cols = out["columns"]
     assert {c: [r["epochs"] for r in v["schedules"]] for c, v in cols.items()} == {
         "reference": [1, 2], "refloop": [1, 2], "project": [1]}
     for col in cols.values():
         for r in col["schedules"]:
-            assert len(r["test_acc"]) == 2 and all(0.0 <= a <= 1.0 for a in r["test_acc"])
+            assert len(r["test_acc"]) == 1 and all(0.0 <= a <= 1.0 for a in r["test_acc"])
             assert all(s > 0 for s in r["train_seconds"])
     # both reference-network columns learn the tiny set (chance is 10 %), and epoch 2 took longer than epoch 1
     assert all(cols[c]["schedules"][1]["acc_mean"] > 0.6 for c in ("reference", "refloop"))

@@ -101,25 +101,30 @@ def _nobody() -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
-def test_two_workers_fill_one_postgres_study(repo_copy, helpers):
+def test_four_workers_fill_one_postgres_study(repo_copy, helpers):
+    """Four worker processes (on a 2-core machine: more than the cores) against one PostgreSQL study: every trial is
+    told once (none failed, none left running or waiting), each worker adds trials, and the stage reports the
+    study's best."""
     import optuna
 
     repo = repo_copy
     t0 = time.perf_counter()
     with postgres_server(helpers.need) as (url, info):
         helpers.set_param(repo, "tune_cnn.storage", url)
-        helpers.set_param(repo, "tune_cnn.n_workers", 2)
-        helpers.set_param(repo, "tune_cnn.n_trials", 4)
-        helpers.set_param(repo, "tune_cnn.budget", 4)  # 4 one-epoch trials
+        helpers.set_param(repo, "tune_cnn.n_workers", 4)
+        helpers.set_param(repo, "tune_cnn.n_trials", 8)
+        helpers.set_param(repo, "tune_cnn.budget", 8)  # 8 one-epoch trials
         rc, _, err = helpers.run_stage(repo, "tune_cnn", timeout=300)
         assert rc == 0, err[-3000:]
 
         study = optuna.load_study(study_name="tune_cnn", storage=url)
         trials = study.get_trials(deepcopy=False)
-        assert len(trials) >= 4, [t.state for t in trials]
-        assert all(t.state.is_finished() for t in trials), [t.state for t in trials]
+        # Workers that check the cap at the same moment may each start one more trial (tune.run_trials says so).
+        assert 8 <= len(trials) <= 11, [t.state for t in trials]
+        told = {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+        assert all(t.state in told for t in trials), [t.state for t in trials]
         workers = {t.user_attrs.get("worker") for t in trials}
-        assert len(workers) == 2 and None not in workers, f"trials should come from two workers: {workers}"
+        assert len(workers) == 4 and None not in workers, f"trials should come from four workers: {workers}"
 
         best = json.loads((repo / "models/search_best.json").read_text())
         recipe = helpers.read_params(repo)["recipe"]
@@ -138,7 +143,7 @@ def test_two_workers_fill_one_postgres_study(repo_copy, helpers):
         assert pid and _alive(pid)
     assert not _alive(pid, wait=10), f"the PostgreSQL server (pid {pid}) still runs"
     assert not info["root"].exists(), f"{info['root']} was not removed"
-    helpers.TIMINGS["postgres: two workers, 4 trials"] = time.perf_counter() - t0
+    helpers.TIMINGS["postgres: four workers, 8 trials"] = time.perf_counter() - t0
 
 
 def test_unreachable_storage_is_one_line_and_changes_nothing(repo_copy, helpers):

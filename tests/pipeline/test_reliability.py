@@ -3,20 +3,14 @@
 (a) determinism: every stage script run a second time (session fixture `rerun_repo`) reproduces the outputs of the
     session's `dvc repro` (tiny_repo): metrics without timing keys, tensors/state_dicts (torch.equal), tables, plots.
 (b) interruption: see test_kills.py.
-(c) queue: two experiments queued with `dvc exp run --queue -S` and run by `dvc queue start -j 2`, each
-    bit-identical (metrics and checkpoint) to a serial run of the same params with the same thread count.
+(c) queued experiments, bit-identical to a serial run of the same params: see test_seed_grid_queue.py.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
-import json
-import time
 from pathlib import Path
-
-import pytest
 
 
 def _same_tensors(a, b, where: str, diffs: list[str], timing) -> None:
@@ -106,106 +100,3 @@ def test_tensor_files_are_byte_identical(tiny_repo, rerun_repo, helpers):
     rels = [rel for rel in _rerun_files(helpers, tiny_repo, rerun_repo) if rel.endswith(".pt")]
     differ = [rel for rel in rels if helpers.sha256(tiny_repo / rel) != helpers.sha256(repo / rel)]
     assert not differ, f"same tensors, different bytes (so different DVC hashes): {differ}"
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# (c) queued experiments
-
-
-def _queue_states(helpers, repo: Path) -> dict[str, str]:
-    out = helpers.dvc(repo, "queue", "status", check=True).stdout
-    states = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and parts[-1] in ("Queued", "Running", "Success", "Failed"):
-            states[parts[1]] = parts[-1]
-    return states
-
-
-def _finished_experiments(helpers, repo: Path) -> int:
-    """Experiment refs (refs/exps/<xx>/<baseline>/<name>): a cheap git call, unlike `dvc queue status`."""
-    refs = helpers.git(repo, "for-each-ref", "--format=%(refname)", "refs/exps/").stdout.split()
-    return sum(1 for ref in refs if len(ref.split("/")) == 5 and ref.split("/")[2] not in ("celery", "stash"))
-
-
-def _experiment_checkpoints(helpers, repo: Path) -> dict[float, str]:
-    """{dropout: MD5 of models/baseline.pt} of every finished experiment, from the dvc.lock it committed."""
-    import yaml
-
-    refs = helpers.git(repo, "for-each-ref", "--format=%(refname)", "refs/exps/").stdout.split()
-    found = {}
-    for ref in refs:
-        if len(ref.split("/")) != 5 or ref.split("/")[2] in ("celery", "stash"):
-            continue
-        params = yaml.safe_load(helpers.git(repo, "show", f"{ref}:params.yaml").stdout)
-        lock = yaml.safe_load(helpers.git(repo, "show", f"{ref}:dvc.lock").stdout)
-        outs = {o["path"]: o["md5"] for o in lock["stages"]["train_baseline"]["outs"]}
-        found[params["dropout"]] = outs["models/baseline.pt"]
-    return found
-
-
-def test_queued_experiments(repo_copy, helpers):
-    """Two experiments through DVC's celery queue, two workers, each bit-identical to a serial run of its params.
-
-    Only the train_baseline target runs (`dvc exp run --queue -S ... train_baseline`) to keep the cost small; each
-    still runs in its own temporary copy of the committed repository, with the outputs of the unchanged stages
-    checked out from the shared cache. Thread settings are explicit and the same for the queue's workers (they
-    inherit the environment of `dvc queue start`) and the serial runs: the pipeline's count, so the only difference
-    left is two experiments sharing the CPU, which must not change a single bit.
-    """
-    repo = repo_copy
-    threads = helpers.pipeline_threads()
-    assert helpers.git(repo, "status", "--porcelain").stdout == "", "the queue runs committed state only"
-    values = (0.1, 0.3)
-    for value in values:
-        helpers.dvc(repo, "exp", "run", "--queue", "-S", f"dropout={value}", "train_baseline", check=True)
-    t0 = time.perf_counter()
-    helpers.start_queue(repo, 2, env=threads)
-    states: dict[str, str] = {}
-    try:
-        deadline, next_status = time.monotonic() + 400, time.monotonic() + 20
-        while True:
-            if _finished_experiments(helpers, repo) >= len(values) or time.monotonic() > next_status:
-                states = _queue_states(helpers, repo)
-                next_status = time.monotonic() + 20
-                if len(states) == len(values) and not {"Queued", "Running"} & set(states.values()):
-                    break
-            assert time.monotonic() < deadline, f"queue did not finish in time: {states}"
-            time.sleep(1)
-    finally:
-        active = [name for name, state in _queue_states(helpers, repo).items() if state in ("Queued", "Running")]
-        if active:
-            helpers.dvc(repo, "queue", "kill", *active)
-        helpers.stop_queue(repo)
-    helpers.TIMINGS["queued experiments (2, -j 2)"] = time.perf_counter() - t0
-    failed = [name for name, state in states.items() if state != "Success"]
-    if failed:
-        logs = "\n".join(helpers.dvc(repo, "queue", "logs", name).stdout[-2000:] for name in failed)
-        pytest.fail(f"queued experiments failed: {states}\n{logs}")
-
-    shown = json.loads(helpers.dvc(repo, "exp", "show", "--json", check=True).stdout)
-    found = {}
-    for row in shown:
-        for exp in row.get("experiments") or []:
-            for rev in exp.get("revs") or []:
-                data = rev.get("data") or {}
-                dropout = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("dropout")
-                m = data.get("metrics", {}).get("metrics/train_baseline/metrics.json", {}).get("data")
-                if rev.get("name") in states and m is not None:
-                    found[dropout] = helpers.drop_timing(m)
-    assert set(found) == set(values), f"experiments in `dvc exp show`: {found}"
-    assert found[values[0]] != found[values[1]], f"both experiments gave the same metrics: {found}"
-    # Queued runs leave the workspace alone.
-    assert helpers.git(repo, "status", "--porcelain").stdout == ""
-    queued_ckpt = _experiment_checkpoints(helpers, repo)
-    assert set(queued_ckpt) == set(values), queued_ckpt
-
-    # The same params run serially, one after the other, in the workspace.
-    metrics, ckpt = repo / "metrics/train_baseline/metrics.json", repo / "models/baseline.pt"
-    for value in values:
-        helpers.set_param(repo, "dropout", value)
-        rc, _, err = helpers.run_stage(repo, "train_baseline", env=threads)
-        assert rc == 0, err[-3000:]
-        assert helpers.read_metrics(metrics) == found[value], f"dropout={value}: queued and serial metrics differ"
-        serial_md5 = hashlib.md5(ckpt.read_bytes()).hexdigest()
-        assert serial_md5 == queued_ckpt[value], f"dropout={value}: queued and serial checkpoints differ"

@@ -131,29 +131,29 @@ def test_fashion_mnist_names_its_classes(repo_copy, helpers):
     assert "Ankle boot" in (repo_copy / "report" / "index.html").read_text()
 
 
-def _seed_grid_json() -> list:
-    """`dvc exp show --json` of a dropout grid, in the shape tests/unit/test_seedgrid.py documents."""
-    def rev(name, seed, dropout, acc):
-        return {"rev": f"{abs(hash(name)):040x}"[:40], "name": name, "error": None, "experiments": None,
-                "data": {"rev": "x", "timestamp": "2026-01-01T00:00:00",
-                         "params": {"params.yaml": {"data": {"seed": seed, "dropout": dropout}}},
-                         "metrics": {"metrics/train_baseline/metrics.json": {"data": {"val_acc": acc}}},
-                         "deps": {}, "outs": {}, "meta": {}}}
-    exps = [{"revs": [rev(f"e{seed}{d}", seed, d, acc)], "name": f"e{seed}{d}",
-             "executor": {"state": "success", "name": "dvc-task", "local": {"returncode": 0}}}
-            for seed, d, acc in [(0, 0, 0.990), (1, 0, 0.991), (2, 0, 0.992), (0, 0.25, 0.990), (1, 0.25, 0.992),
-                                 (2, 0.25, 0.991)]]
-    workspace = rev("workspace", 0, 0.25, 0.99)
-    workspace["rev"], workspace["name"] = "workspace", None
-    main = rev("main", 0, 0.25, 0.99)
-    main["experiments"] = exps
-    return [workspace, main]
+def _seed_grid(shared: dict) -> dict:
+    """A dropout grid as `python -m mnistpipe.lab.seedgrid --summary` writes it, of experiments sharing `shared`."""
+    def setting(dropout, values):
+        mean = sum(values) / len(values)
+        std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+        return {"params": {"dropout": dropout}, "seeds": [0, 1, 2], "values": values, "n": 3, "mean": mean,
+                "std": std}
+    return {"commit": "0123456789abcdef", "metric": "metrics/train_baseline/metrics.json:val_acc",
+            "shared_params": shared,
+            "settings": [setting(0, [0.990, 0.991, 0.992]), setting(0.25, [0.990, 0.992, 0.991])],
+            "welch": [{"delta": 0.0, "se": 0.00082, "t": 0.0, "df": 4.0, "p": 1.0}], "alpha": 0.05, "left_out": []}
 
 
 def test_a_committed_seed_grid_is_shown(repo_copy, helpers):
+    """The grid's table, its commit and Welch's verdict; whether it describes this run follows the params."""
     grid = repo_copy / "benchmarks" / "seed-grid-dropout.json"
     grid.parent.mkdir(exist_ok=True)
-    grid.write_text(json.dumps(_seed_grid_json()))
+    run_params = study.flatten(helpers.read_params(repo_copy))
+    grid.write_text(json.dumps(_seed_grid(run_params)))
     dropout = " ".join(section(run_report(repo_copy, helpers), "Dropout on and off").split())
-    assert "not available" not in dropout
-    assert "| 0.25 | 3 | 0, 1, 2 | 99.10 ± 0.10 |" in dropout and "within the seed-to-seed spread" in dropout
+    assert "not available" not in dropout and "commit `0123456789ab`" in dropout
+    assert "| 0.25 | 3 | 0, 1, 2 | 99.10 % ± 0.10 % |" in dropout and "within the seed-to-seed spread" in dropout
+    assert "does not describe this run" not in dropout
+    grid.write_text(json.dumps(_seed_grid({**run_params, "recipe.hidden": 7})))
+    dropout = " ".join(section(run_report(repo_copy, helpers), "Dropout on and off").split())
+    assert "does not describe this run" in dropout and "recipe.hidden = 7 (this run: " in dropout

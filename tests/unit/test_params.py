@@ -333,3 +333,8 @@ def test_hyperband_min_resource_must_fit_the_epochs_of_the_space(raw):
         r["tune_cnn"]["pruner"] = {"kind": "hyperband", "min_resource": 9, "reduction_factor": 3}
 
     fails(raw, mutate, "'tune_cnn.pruner'", "min_resource (9) exceeds the most epochs a trial runs")
+
+
+def test_perplexity_must_be_below_the_tsne_size(raw):
+    fails(raw, lambda r: r["visualize"].update(tsne_size=20, perplexity=20), "visualize", "perplexity=20",
+          "tsne_size=20")

@@ -189,3 +189,14 @@ def test_save_png_failure_leaves_nothing(tmp_path, labels):
     with pytest.raises(RuntimeError, match="disk full"):
         plots.save_png(fig, tmp_path / "x.png")
     assert os.listdir(tmp_path) == []
+
+
+def test_study_figures_refuse_a_sample_or_tsne_size_beyond_the_test_set():
+    x, y = torch.zeros(12, 1, 28, 28), torch.zeros(12, dtype=torch.long)
+    kw = {"x": x, "y": y, "y_train": y, "noisy": x, "denoised": x, "tuned": None, "worst": [], "confusions": {},
+          "results": {}, "reference": {}, "seed": 0, "perplexity": 5, "tsne_threads": 1,
+          "tsne_method": "sklearn-bh-raw", "class_names": [str(d) for d in range(10)]}
+    with pytest.raises(PipelineError, match=r"visualize.tsne_size=13 exceeds the 12 test images"):
+        plots.study_figures(**kw, sample_index=0, tsne_size=13)
+    with pytest.raises(PipelineError, match=r"visualize.sample_index=12 is out of range for 12 test images; use 0-11"):
+        plots.study_figures(**kw, sample_index=12, tsne_size=12)

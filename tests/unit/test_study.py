@@ -92,3 +92,25 @@ def test_report_numbers_and_stale_reports():
     assert ctx_args["original"]["tuned"]["test_value"] == pytest.approx(0.986)
     with pytest.raises(PipelineError, match="no row for class 'T-shirt/top'"):
         study._class_rows({"0": {}}, datasets.class_names("fashion-mnist"), "reports/x.json")
+
+
+def test_the_committed_seed_grid_describes_the_current_baseline():
+    """benchmarks/seed-grid-dropout.json was measured with today's params (GRID_KEYS) and code: every file the
+    train_baseline stage runs is unchanged since the commit the grid names. When this fails, rerun the grid:
+    `SUMMARY=benchmarks/seed-grid-dropout.json scripts/seed_grid.sh` from a committed, reproduced checkout."""
+    import subprocess
+
+    import yaml
+
+    path = ROOT / "benchmarks" / "seed-grid-dropout.json"
+    grid = json.loads(path.read_text())
+    ctx = study.seed_grid_context(grid, run_params=yaml.safe_load((ROOT / "params.yaml").read_text()),
+                                  source=str(path))
+    assert ctx["differs"] == [], f"params changed since the grid: {ctx['differs']}"
+    deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train_baseline"]["deps"]
+    code = [d for d in deps if isinstance(d, str) and d.startswith(("stages/", "src/"))]
+    assert "src/mnistpipe/train.py" in code
+    changed = subprocess.run(["git", "diff", "--name-only", grid["commit"], "HEAD", "--", *code], cwd=ROOT,
+                             capture_output=True, text=True)
+    assert changed.returncode == 0, f"the grid's commit {grid['commit']} is not in this history: {changed.stderr}"
+    assert changed.stdout.split() == [], f"train_baseline's code changed since the grid: {changed.stdout.split()}"

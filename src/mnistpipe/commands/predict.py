@@ -26,7 +26,7 @@ from ..errors import PipelineError
 from ..inference import (
     DAE_NAME,
     MAX_PIXELS,
-    MODEL_PRODUCERS,
+    MODEL_CHOICES,
     classify,
     denoise,
     list_images,
@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line of `mnistpipe-predict`."""
     ap = _Parser(prog="mnistpipe-predict", description=__doc__.split("\n\n")[0])
     ap.add_argument("images", nargs="+", help="PNG or JPEG files, or folders of them (their .png/.jpg/.jpeg files)")
-    ap.add_argument("--model", choices=list(MODEL_PRODUCERS), default="tuned",
+    ap.add_argument("--model", choices=MODEL_CHOICES, default="tuned",
                     help="which trained CNN (default: tuned); `denoised` was trained on denoised digits, so pair "
                          "it with --denoise")
     ap.add_argument("--models-dir", default="models", help="folder of the checkpoints (default: models)")

@@ -54,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     if not str(path) or str(path) == ".":
         raise PipelineError(f"study {args.study!r} does not say where its training data lies; pass --data")
     d = load_training_data(path, sha256=meta.get("data_sha256", ""), study_name=args.study)
-    tune.wait_for_baseline(study)  # trial 0 is the stage's to run, never a worker's
     objective = tune.make_objective(d["x_train"], d["y_train"], d["x_val"], d["y_val"], space=spec["space"],
                                     recipe=spec["recipe"], seed=spec["seed"],
                                     trial_train_size=spec["trial_train_size"],

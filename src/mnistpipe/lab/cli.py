@@ -6,23 +6,15 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from ..data import mirror_env, mirror_list
 from ..errors import EXIT_USER_ERROR, PipelineError
-from ..params import Params, validate
+from ..params import Params, load
 
 
 def read_params(path: str | os.PathLike) -> Params:
-    """The params file at `path`, checked by `mnistpipe.params.validate`; a missing file names --params."""
-    import yaml  # imported here: only the commands that read params need it
-
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise PipelineError(f"{path} not found; pass --params with the pipeline's params file") from None
-    return validate(yaml.safe_load(text), source=str(path))
+    """The params file at `path`, read and checked by `mnistpipe.params.load`; a missing file names --params."""
+    return load(path, missing_hint="pass --params with the pipeline's params file")
 
 
 def mnist_source(given: str | None, *, environ: dict[str, str] | None = None) -> str:

@@ -265,17 +265,25 @@ def _seeds(values: Iterable[Any]) -> str:
     return ", ".join(_show(v) for v in sorted(values, key=_order))
 
 
-def tabulate(rows: Any, metrics: Sequence[str], *, by: Sequence[str] | None = None, seed_key: str = "seed",
-             names: Sequence[str] | None = None, percent: bool = False, digits: int | None = None) -> str:
-    """Markdown: one row per setting with n, seeds and mean ± std of each metric, then one Welch line per metric
-    and later group (against the first), then the experiments left out and why.
+@dataclass(frozen=True)
+class Grid:
+    """Finished experiments grouped into settings: `by` (the params that define a setting), `order` (the settings'
+    keys, sorted), `groups` (key -> [(run, metric values)]), `kept` (every run used) and `left` (name, why)."""
 
-    `rows` is the parsed `dvc exp show --json`; `metrics` are `KEY` or `FILE:KEY` specs; `by` the params that
-    define a setting (default: all that vary, except `seed_key`); `names` keeps only those experiments.
-    """
+    by: list[str]
+    order: list[tuple[str, ...]]
+    groups: dict[tuple[str, ...], list[tuple[Run, list[float]]]]
+    kept: list[tuple[Run, list[float]]]
+    left: list[tuple[str, str]]
+
+
+def group(rows: Any, metrics: Sequence[str], *, by: Sequence[str] | None = None, seed_key: str = "seed",
+          names: Sequence[str] | None = None) -> Grid:
+    """The finished experiments of `rows` (the parsed `dvc exp show --json`) with every metric of `metrics` (`KEY`
+    or `FILE:KEY` specs), grouped by `by` (default: all params that vary, except `seed_key`); `names` keeps only
+    those experiments. A param outside `by` that varies within a setting is an error."""
     if not metrics:
         raise _error("no metric to tabulate; pass --metric FILE:KEY (e.g. train_baseline/metrics.json:val_acc)")
-    digits = (2 if percent else 4) if digits is None else digits
     runs, left = parse_exp_show(rows)
     if names:
         wanted = set(names)
@@ -312,7 +320,38 @@ def tabulate(rows: Any, metrics: Sequence[str], *, by: Sequence[str] | None = No
             raise _error(f"{', '.join(stray)} also varies among the experiments with {setting}; add it to --by or "
                          "pick the experiments with --exp")
     order = sorted(groups, key=lambda g: [_order(json.loads(v)) for v in g])
+    return Grid(by=by, order=order, groups=groups, kept=kept, left=left)
 
+
+def summarise_grid(grid: Grid, *, seed_key: str = "seed") -> dict[str, Any]:
+    """The grid as JSON-ready data for one metric: the params shared by every experiment, one entry per setting
+    (its params, seeds, values, n, mean and sample std) and Welch's test of each later setting against the first."""
+    shared = {k: v for k, v in grid.kept[0][0].params.items()
+              if k not in (seed_key, *grid.by) and all(r.params.get(k) == v for r, _ in grid.kept)}
+    settings = []
+    for g in grid.order:
+        members = grid.groups[g]
+        values = [v[0] for _, v in members]
+        s = stats(values)
+        settings.append({"params": {k: members[0][0].params.get(k) for k in grid.by},
+                         "seeds": [r.params[seed_key] for r, _ in members], "values": values, "n": s.n,
+                         "mean": s.mean, "std": s.std})
+    tests = []
+    for later in settings[1:]:
+        w = welch(settings[0]["values"], later["values"])
+        tests.append(None if w is None else {"delta": w.delta, "se": w.se, "t": w.t, "df": w.df, "p": w.p})
+    return {"shared_params": shared, "settings": settings, "welch": tests, "alpha": ALPHA,
+            "left_out": [list(item) for item in grid.left]}
+
+
+def tabulate(rows: Any, metrics: Sequence[str], *, by: Sequence[str] | None = None, seed_key: str = "seed",
+             names: Sequence[str] | None = None, percent: bool = False, digits: int | None = None) -> str:
+    """Markdown: one row per setting with n, seeds and mean ± std of each metric, then one Welch line per metric
+    and later group (against the first), then the experiments left out and why (arguments as `group` takes them).
+    """
+    digits = (2 if percent else 4) if digits is None else digits
+    grid = group(rows, metrics, by=by, seed_key=seed_key, names=names)
+    by, order, groups, kept, left = grid.by, grid.order, grid.groups, grid.kept, grid.left
     unit = " %" if percent else ""
     head = [*(by or ["setting"]), "n", "seeds", *(f"{m}: mean ± std{' (%)' if percent else ''}" for m in metrics)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -394,11 +433,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--percent", action="store_true", help="show metrics x 100 (accuracies in %%)")
     parser.add_argument("--digits", type=int, help="decimals (default 4, or 2 with --percent)")
     parser.add_argument("--readme", metavar="FILE", help=f"also put the table between {START} and {END} in FILE")
+    parser.add_argument("--summary", metavar="FILE", help="also write the grid of the one --metric as JSON (what the "
+                                                           "report stage shows)")
+    parser.add_argument("--commit", default="", help="the commit the experiments ran at, recorded in --summary")
     parser.add_argument("--traceback", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     names = [n for item in args.exp or [] for n in item.split(",") if n]
-    table = tabulate(_read_rows(args.json), args.metric, by=args.by, seed_key=args.seed_key, names=names or None,
+    rows = _read_rows(args.json)
+    table = tabulate(rows, args.metric, by=args.by, seed_key=args.seed_key, names=names or None,
                      percent=args.percent, digits=args.digits)
+    if args.summary:
+        if len(args.metric) != 1:
+            raise _error(f"--summary holds one metric; pass one --metric, not {len(args.metric)}")
+        from .. import io  # late: it loads torch, which only the written files need
+
+        grid = group(rows, args.metric, by=args.by, seed_key=args.seed_key, names=names or None)
+        io.write_json(args.summary, {"commit": args.commit, "metric": args.metric[0],
+                                     **summarise_grid(grid, seed_key=args.seed_key)})
     if args.readme:
         from .. import io  # late: it loads torch, which only this option needs
 

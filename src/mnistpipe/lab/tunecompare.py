@@ -109,7 +109,7 @@ def compare(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y
                                   trial_train_size=trial_train_size, device=device)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             baseline_value = scored(seed)
-            winner_is_baseline = baseline_value >= found.best_value
+            winner_is_baseline = tune.baseline_wins(baseline_value, found.best_value)
             winner = dict(baseline_hp) if winner_is_baseline else {k: found.best_params[k] for k in baseline_hp}
             value = retrain(winner, retrain_seed)
             runs.append({

@@ -219,3 +219,26 @@ def test_cli_writes_the_readme_block(tmp_path, monkeypatch, capsys):
     assert readme.read_text() == f"# x\n{seedgrid.START}\n{printed.strip()}\n{seedgrid.END}\ntail\n"
     assert "99.20 ± 0.20" in printed
     assert not math.isnan(seedgrid.stats([1.0]).mean) and seedgrid.stats([1.0]).std is None
+
+
+def test_cli_writes_the_summary_the_report_shows(tmp_path):
+    """--summary: per setting its seeds, values, mean and sample std; Welch's test of the later setting against the
+    first; the params every experiment shares (not the seed or the grouping param); the commit given."""
+    source = tmp_path / "shown.json"
+    source.write_text(json.dumps(shown(*GRID)))
+    out = tmp_path / "grid.json"
+    seedgrid.main(["--json", str(source), "--metric", "val_acc", "--by", "dropout", "--summary", str(out),
+                   "--commit", "abc123"])
+    grid = json.loads(out.read_text())
+    assert grid["commit"] == "abc123" and grid["metric"] == "val_acc"
+    first, second = grid["settings"]
+    assert first["params"] == {"dropout": 0} and first["seeds"] == [0, 1, 2] and first["n"] == 3
+    assert first["mean"] == pytest.approx(0.98) and first["std"] == pytest.approx(0.01)
+    assert second["params"] == {"dropout": 0.25} and second["mean"] == pytest.approx(0.992)
+    (welch,) = grid["welch"]
+    assert welch["delta"] == pytest.approx(0.012) and 0 < welch["p"] < 1
+    assert grid["shared_params"] == {"lr": 0.003, "train_baseline.channels": [16, 32, 64],
+                                     "train_baseline.hidden": 128}
+    with pytest.raises(PipelineError, match="one --metric"):
+        seedgrid.main(["--json", str(source), "--metric", "val_acc", "--metric", "val_loss", "--summary",
+                       str(out)])
