@@ -6,6 +6,7 @@ from pathlib import Path
 from common import METRICS, PLOTS, load_params, read_checked_json
 from mnistpipe import datasets, io, study
 from mnistpipe.errors import PipelineError
+from mnistpipe.params import Params
 from mnistpipe.runner import run_stage
 
 REPORT = Path("report")
@@ -31,11 +32,14 @@ def _curves(stage: str) -> dict[str, list[float]]:
     return out
 
 
-def _seed_grid(run_params: dict) -> dict | None:
+def _seed_grid(params: Params) -> dict | None:
+    """The committed seed grid beside the params of this run that shape a baseline (study.GRID_KEYS), if any."""
     if not SEED_GRID.is_file():
         return None
     grid = io.read_json(SEED_GRID, producer="scripts/seed_grid.sh")
-    return study.seed_grid_context(grid, run_params=run_params, source=str(SEED_GRID))
+    shaping = {"dataset": params.dataset, **params.baseline(), "recipe": params.recipe.model_dump(mode="json"),
+               "download": {"val_size": params.download.val_size, "train_limit": params.download.train_limit}}
+    return study.seed_grid_context(grid, run_params=shaping, source=str(SEED_GRID))
 
 
 def main() -> None:
@@ -51,7 +55,7 @@ def main() -> None:
         metrics, dataset=params.dataset, class_names=datasets.class_names(params.dataset),
         baseline_hyperparameters=params.baseline(), trials=trials,
         curves={stage: _curves(stage) for stage in study.MODELS.values()}, reports=reports, figures=figures,
-        seed_grid=_seed_grid(params.model_dump(mode="json")))
+        seed_grid=_seed_grid(params))
     io.write_text(REPORT / "README.md", study.render_markdown(context, study.relative_figure(f"../{PLOTS}/")))
     io.write_text(REPORT / "index.html", study.render_html(context, figures))
 

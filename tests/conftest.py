@@ -435,20 +435,88 @@ RECORD_ENV = "MNISTPIPE_RECORD_IMPORTS"
 # inherit the variable and write their own file. A process ended by a signal or os._exit records nothing.
 IMPORT_RECORDER = """\
 import atexit
+import importlib.util
 import os
 import sys
 
+FOLDER = os.environ.get("MNISTPIPE_RECORD_IMPORTS", "")
+OPENED = set()  # files opened for reading (real paths)
+READ = set()  # params keys the stage read after loading params.yaml (dotted; '*' = the whole file)
 
-def _record(folder=os.environ.get("MNISTPIPE_RECORD_IMPORTS", "")):
-    if not folder:
+
+def _audit(event, args):
+    if event != "open" or not args or not isinstance(args[0], (str, bytes)):
         return
+    try:
+        mode, flags = args[1], args[2]
+        reading = ("r" in mode and "+" not in mode) if isinstance(mode, str) else (flags & os.O_ACCMODE) == os.O_RDONLY
+        if reading:
+            OPENED.add(os.path.realpath(os.fsdecode(args[0])))
+    except Exception:
+        pass
+
+
+def _watch(module):
+    # Every field read of a params section (model_dump of one: the whole section) once params.load has returned.
+    Params, Strict, load = module.Params, module._Strict, module.load
+    where, live = {}, [False]
+
+    def prefix(obj):
+        return "" if isinstance(obj, Params) else where.get(id(obj))
+
+    def getattribute(self, name):
+        value = object.__getattribute__(self, name)
+        if live[0] and not name.startswith("_") and name in type(self).model_fields:
+            pre = prefix(self)
+            if pre is not None:
+                if isinstance(value, Strict):
+                    where[id(value)] = f"{pre}{name}."
+                else:
+                    READ.add(pre + name)
+        return value
+
+    def model_dump(self, *args, **kwargs):
+        pre = prefix(self) if live[0] else None
+        if pre is not None:
+            READ.add(pre.rstrip(".") or "*")
+        return Strict.__base__.model_dump(self, *args, **kwargs)
+
+    def watched_load(*args, **kwargs):
+        out = load(*args, **kwargs)
+        live[0] = True
+        return out
+
+    Strict.__getattribute__, Strict.model_dump, module.load = getattribute, model_dump, watched_load
+
+
+class _ParamsWatcher:
+    def find_spec(self, name, path=None, target=None):
+        if name != "mnistpipe.params":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            _watch(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def _record():
     files = {os.path.realpath(getattr(m, "__file__", None) or "") for m in list(sys.modules.values())}
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, f"{os.getpid()}.txt"), "w", encoding="utf-8") as out:
-        out.write("\\n".join(sorted(f for f in files if f.endswith(".py"))))
+    os.makedirs(FOLDER, exist_ok=True)
+    for kind, lines in (("imports", (f for f in files if f.endswith(".py"))), ("opened", OPENED), ("params", READ)):
+        with open(os.path.join(FOLDER, f"{os.getpid()}.{kind}.txt"), "w", encoding="utf-8") as out:
+            out.write("\\n".join(sorted(lines)))
 
 
-atexit.register(_record)
+if FOLDER:
+    sys.addaudithook(_audit)
+    sys.meta_path.insert(0, _ParamsWatcher())
+    atexit.register(_record)
 """
 PROJECT_CODE = ("stages/", "src/mnistpipe/")
 
@@ -467,10 +535,37 @@ def project_code(root: Path, files) -> set[str]:
     return out
 
 
+def recorded(folder: Path, kind: str) -> set[str]:
+    """What IMPORT_RECORDER listed in `folder` over every process: `kind` imports (module files), opened (files
+    opened for reading) or params (keys read)."""
+    return {line for f in sorted(Path(folder).glob(f"*.{kind}.txt"))
+            for line in f.read_text(encoding="utf-8").splitlines() if line}
+
+
 def recorded_imports(root: Path, folder: Path) -> list[str]:
     """Project files (relative to `root`) that IMPORT_RECORDER listed in `folder`, over every process."""
-    lines = [line for f in sorted(Path(folder).glob("*.txt")) for line in f.read_text(encoding="utf-8").splitlines()]
-    return sorted(project_code(root, lines))
+    return sorted(project_code(root, recorded(folder, "imports")))
+
+
+def foreign_modules(root: Path, folder: Path) -> list[str]:
+    """mnistpipe modules that the recorded processes loaded from outside `root` (an installed or editable copy that
+    shadows the repository's own src/)."""
+    root = Path(root).resolve()
+    return sorted(f for f in recorded(folder, "imports")
+                  if f"{os.sep}mnistpipe{os.sep}" in f and not Path(f).is_relative_to(root))
+
+
+def opened_files(root: Path, folder: Path) -> list[str]:
+    """Files under `root` (relative to it), other than code, that the recorded processes opened for reading."""
+    root = Path(root).resolve()
+    out = set()
+    for f in recorded(folder, "opened"):
+        p = Path(f)
+        if p.is_relative_to(root) and p.is_file():
+            rel = p.relative_to(root).as_posix()
+            if not rel.startswith((*PROJECT_CODE, ".dvc/", ".git/")) and rel not in ("params.yaml", "dvc.yaml"):
+                out.add(rel)
+    return sorted(out)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -527,9 +622,11 @@ def repo_copy(tiny_repo, tmp_path):
 def rerun_repo(tiny_repo, tmp_path_factory):
     """A copy of `tiny_repo` in which every stage script (see `smoke_stages`) was run once more, directly, in order.
 
-    Returns (repo, results) with results[stage] = {rc, stdout, stderr, before, after, seconds, imports},
-    before/after being snapshots of the stage's declared outputs and imports the project files (stages/...,
-    src/mnistpipe/...) that the stage's Python processes loaded, lazy imports included (see IMPORT_RECORDER).
+    Returns (repo, results) with results[stage] = {rc, stdout, stderr, before, after, seconds, imports, foreign,
+    opened, params}, before/after being snapshots of the stage's declared outputs, and what the stage's Python
+    processes did (see IMPORT_RECORDER): imports the project files (stages/..., src/mnistpipe/...) they loaded, lazy
+    imports included; foreign the mnistpipe modules loaded from outside the copy; opened the other files of the copy
+    they opened for reading; params the params keys they read.
     """
     repo = copy_repo(tiny_repo, tmp_path_factory.mktemp("rerun") / "repo")
     hook = tmp_path_factory.mktemp("import_hook")
@@ -545,7 +642,10 @@ def rerun_repo(tiny_repo, tmp_path_factory):
         t0 = time.perf_counter()
         rc, out, err = run_stage(repo, stage, env={"PYTHONPATH": pythonpath, RECORD_ENV: str(records / stage)})
         results[stage] = {"rc": rc, "stdout": out, "stderr": err, "before": before, "after": snapshot(repo, outs),
-                          "seconds": time.perf_counter() - t0, "imports": recorded_imports(repo, records / stage)}
+                          "seconds": time.perf_counter() - t0, "imports": recorded_imports(repo, records / stage),
+                          "foreign": foreign_modules(repo, records / stage),
+                          "opened": opened_files(repo, records / stage),
+                          "params": sorted(recorded(records / stage, "params"))}
     TIMINGS["rerun_repo: every stage script once"] = time.perf_counter() - t_all
     return repo, results
 

@@ -109,3 +109,51 @@ def test_editing_a_module_changes_exactly_the_stages_that_load_it(used, repo_cop
         assert changed == expected, (f"after editing {rel}, dvc status lists {sorted(changed)}; the stages that load "
                                      f"it are {sorted(expected)} (missing {sorted(expected - changed)}, extra "
                                      f"{sorted(changed - expected)})")
+
+
+def test_the_stages_ran_the_copy_not_an_installed_mnistpipe(rerun_repo):
+    """The recorded imports above mean something only if they came from the copied repository: an installed (or
+    editable) mnistpipe that shadowed the copy's src/ would make every check here read the wrong files."""
+    _, results = rerun_repo
+    foreign = {stage: r["foreign"] for stage, r in results.items() if r["foreign"]}
+    assert not foreign, f"mnistpipe modules loaded from outside the copy: {foreign}"
+
+
+def _covers(entry: str, key: str) -> bool:
+    """A params entry (`recipe`, `download.val_size`) covers that key and every key below it."""
+    return key == entry or key.startswith(entry + ".")
+
+
+def _under(dep: str, path: str) -> bool:
+    """A dep (file or folder) covers that path and every path below it."""
+    return path == dep or path.startswith(dep.rstrip("/") + "/")
+
+
+def test_params_list_every_key_a_stage_reads(rerun_repo, helpers):
+    """Each params key a stage's processes read once params.yaml was loaded (recorded per field; reading a whole
+    section counts as the section) is in that stage's `params:`, so changing it reruns the stage."""
+    _, results = rerun_repo
+    stages = helpers.dvc_stages(REPO_ROOT)
+    missing = []
+    for stage, r in results.items():
+        listed = [p for p in stages[stage].get("params") or [] if isinstance(p, str)]
+        assert r["params"] or stage == "validate_params", f"no params reads were recorded for {stage}"
+        missing += [f"stage {stage}: reads {key} but its params lack it" for key in r["params"]
+                    if not any(_covers(entry, key) for entry in listed)]
+    assert not missing, "\n".join(missing)
+
+
+def test_data_deps_are_the_files_a_stage_opens(rerun_repo, helpers):
+    """Every data file a stage opened is among its deps (or its own outputs), and every data dep was opened: a dep
+    nobody reads reruns the stage for nothing, a file read but not listed leaves a stale result marked current."""
+    _, results = rerun_repo
+    stages = helpers.dvc_stages(REPO_ROOT)
+    problems = []
+    for stage, r in results.items():
+        deps = [d for d in _deps(stages[stage]) if not d.startswith(("stages/", "src/"))]
+        outs = helpers.stage_outputs(REPO_ROOT, stage)
+        problems += [f"stage {stage}: opens {f}, which its deps lack" for f in r["opened"]
+                     if not any(_under(d, f) for d in (*deps, *outs))]
+        problems += [f"stage {stage}: lists dep {d}, which it never opened" for d in deps
+                     if not any(_under(d, f) for f in r["opened"])]
+    assert not problems, "\n".join(problems)
