@@ -330,7 +330,7 @@ def summarise_grid(grid: Grid, *, seed_key: str = "seed") -> dict[str, Any]:
               if k not in (seed_key, *grid.by) and all(r.params.get(k) == v for r, _ in grid.kept)}
     settings = []
     for g in grid.order:
-        members = grid.groups[g]
+        members = sorted(grid.groups[g], key=lambda m: _order(m[0].params[seed_key]))
         values = [v[0] for _, v in members]
         s = stats(values)
         settings.append({"params": {k: members[0][0].params.get(k) for k in grid.by},
