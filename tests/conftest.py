@@ -563,7 +563,10 @@ def opened_files(root: Path, folder: Path) -> list[str]:
         p = Path(f)
         if p.is_relative_to(root) and p.is_file():
             rel = p.relative_to(root).as_posix()
-            if not rel.startswith((*PROJECT_CODE, ".dvc/", ".git/")) and rel not in ("params.yaml", "dvc.yaml"):
+            # Dot files are DVC's and git's own (.gitignore, .dvcignore, dvclive reads both), params.yaml and
+            # dvc.yaml the pipeline's definition: none is a data dependency.
+            if not (rel.startswith(PROJECT_CODE) or any(part.startswith(".") for part in p.relative_to(root).parts)
+                    or rel in ("params.yaml", "dvc.yaml")):
                 out.add(rel)
     return sorted(out)
 
