@@ -17,9 +17,10 @@ exp_refs() {
 
 # `dvc queue status` ends with "Worker status: N active, M idle". Tasks still queued with no worker at all (seen
 # after a `dvc queue stop`) would never start: the waiting loops call this and stop with one line instead. A busy
-# worker can miss the status call's ping and count as none, so only NO_WORKER_CHECKS answers in a row, 10 s apart,
+# worker can miss the status call's ping and count as none, so only NO_WORKER_CHECKS answers in a row,
 # all saying no worker, count.
 NO_WORKER_CHECKS="${NO_WORKER_CHECKS:-3}"
+NO_WORKER_PAUSE="${NO_WORKER_PAUSE:-10}"  # seconds between those answers
 workers_running() {
   local workers
   workers="$(dvc queue status 2>/dev/null | sed -n 's/^Worker status: \([0-9]*\) active, \([0-9]*\) idle.*/\1 \2/p' |
@@ -30,7 +31,7 @@ require_workers() {
   local i
   for ((i = 1; i <= NO_WORKER_CHECKS; i++)); do
     workers_running && return 0
-    [ "$i" -lt "$NO_WORKER_CHECKS" ] && sleep 10
+    [ "$i" -lt "$NO_WORKER_CHECKS" ] && sleep "$NO_WORKER_PAUSE"
   done
   echo "error: experiments are still queued but no queue worker is running (stopped by \`dvc queue stop\`?); start one with \`dvc queue start\` or remove them with \`dvc queue remove --queued\`" >&2
   exit 2

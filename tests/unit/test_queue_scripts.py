@@ -42,7 +42,8 @@ def test_a_worker_that_misses_one_status_call_is_not_taken_for_none(tmp_path):
                     f"else cat <<'END'\n{one}END\nfi\n")
     fake.chmod(0o755)
     script = f'. "{REPO_ROOT / "scripts" / "queue_common.sh"}"; require_workers; echo still-waiting'
-    done = subprocess.run(["bash", "-c", script], env={"PATH": f"{fake.parent}:/usr/bin:/bin", "NO_WORKER_CHECKS": "2"},
+    done = subprocess.run(["bash", "-c", script], env={"PATH": f"{fake.parent}:/usr/bin:/bin", "NO_WORKER_CHECKS": "2",
+                                                "NO_WORKER_PAUSE": "0.1"},
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "still-waiting", done.stderr
     assert calls.read_text().count("x") == 2
