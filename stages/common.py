@@ -31,7 +31,11 @@ CONTENTS = {TRAIN: ("x_train", "y_train", "x_val", "y_val"), TEST: ("x_test", "y
 
 def load_params() -> Params:
     """params.yaml, validated (all of it, so a typo anywhere fails every stage)."""
-    return params.load(PARAMS)
+    try:
+        text = PARAMS.read_text()
+    except FileNotFoundError:
+        raise PipelineError(f"{PARAMS} not found; run the stage from the repository root") from None
+    return params.parse(text, source=str(PARAMS))
 
 
 def load_data(path: Path, *, producer: str) -> dict:

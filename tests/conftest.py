@@ -457,8 +457,8 @@ def _audit(event, args):
 
 
 def _watch(module):
-    # Every field read of a params section (model_dump of one: the whole section) once params.load has returned.
-    Params, Strict, load = module.Params, module._Strict, module.load
+    # Every field read of a params section (model_dump of one: the whole section) once params.validate returned.
+    Params, Strict, validate = module.Params, module._Strict, module.validate
     where, live = {}, [False]
 
     def prefix(obj):
@@ -481,12 +481,12 @@ def _watch(module):
             READ.add(pre.rstrip(".") or "*")
         return Strict.__base__.model_dump(self, *args, **kwargs)
 
-    def watched_load(*args, **kwargs):
-        out = load(*args, **kwargs)
+    def watched_validate(*args, **kwargs):
+        out = validate(*args, **kwargs)
         live[0] = True
         return out
 
-    Strict.__getattribute__, Strict.model_dump, module.load = getattribute, model_dump, watched_load
+    Strict.__getattribute__, Strict.model_dump, module.validate = getattribute, model_dump, watched_validate
 
 
 class _ParamsWatcher:

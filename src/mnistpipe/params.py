@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
@@ -432,18 +431,15 @@ def tuned_hyperparameters(best: Any, *, source: str, producer: str) -> dict[str,
     return hp
 
 
-def load(path: str | Path, *, missing_hint: str = "run the stage from the repository root") -> Params:
-    """Read and validate the params file at `path` (all of it, so a typo anywhere fails every stage); a missing
-    file is an error that ends with `missing_hint`, what the caller's user should do."""
-    path = Path(path)
+def parse(text: str, *, source: str = "params.yaml") -> Params:
+    """Validate the params file's `text` (all of it, so a typo anywhere fails every stage); `source` names it in
+    errors. The caller reads the file: this module reads none."""
     try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise PipelineError(f"{path} not found; {missing_hint}") from None
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         first = " ".join(str(exc).split())
-        raise PipelineError(f"{path} is not valid YAML ({first})") from None
-    return validate(raw, source=str(path))
+        raise PipelineError(f"{source} is not valid YAML ({first})") from None
+    return validate(raw, source=source)
 
 
 # tune_cnn's best configuration: the six top-level hyperparameters (same rules as in Params) plus the recipe.

@@ -6,15 +6,19 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from ..data import mirror_env, mirror_list
 from ..errors import EXIT_USER_ERROR, PipelineError
-from ..params import Params, load
+from ..params import Params, parse
 
 
 def read_params(path: str | os.PathLike) -> Params:
-    """The params file at `path`, read and checked by `mnistpipe.params.load`; a missing file names --params."""
-    return load(path, missing_hint="pass --params with the pipeline's params file")
+    """The params file at `path`, checked by `mnistpipe.params.parse`; a missing file names --params."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path} not found; pass --params with the pipeline's params file")
+    return parse(path.read_text(), source=str(path))
 
 
 def mnist_source(given: str | None, *, environ: dict[str, str] | None = None) -> str:

@@ -349,8 +349,14 @@ def tabulate(rows: Any, metrics: Sequence[str], *, by: Sequence[str] | None = No
     """Markdown: one row per setting with n, seeds and mean ± std of each metric, then one Welch line per metric
     and later group (against the first), then the experiments left out and why (arguments as `group` takes them).
     """
+    return render(group(rows, metrics, by=by, seed_key=seed_key, names=names), metrics, seed_key=seed_key,
+                  percent=percent, digits=digits)
+
+
+def render(grid: Grid, metrics: Sequence[str], *, seed_key: str = "seed", percent: bool = False,
+           digits: int | None = None) -> str:
+    """The Markdown of `tabulate` for a grid `group` made of these `metrics`."""
     digits = (2 if percent else 4) if digits is None else digits
-    grid = group(rows, metrics, by=by, seed_key=seed_key, names=names)
     by, order, groups, kept, left = grid.by, grid.order, grid.groups, grid.kept, grid.left
     unit = " %" if percent else ""
     head = [*(by or ["setting"]), "n", "seeds", *(f"{m}: mean ± std{' (%)' if percent else ''}" for m in metrics)]
@@ -439,15 +445,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--traceback", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     names = [n for item in args.exp or [] for n in item.split(",") if n]
-    rows = _read_rows(args.json)
-    table = tabulate(rows, args.metric, by=args.by, seed_key=args.seed_key, names=names or None,
-                     percent=args.percent, digits=args.digits)
+    if args.summary and len(args.metric) != 1:
+        raise _error(f"--summary holds one metric; pass one --metric, not {len(args.metric)}")
+    grid = group(_read_rows(args.json), args.metric, by=args.by, seed_key=args.seed_key, names=names or None)
+    table = render(grid, args.metric, seed_key=args.seed_key, percent=args.percent, digits=args.digits)
     if args.summary:
-        if len(args.metric) != 1:
-            raise _error(f"--summary holds one metric; pass one --metric, not {len(args.metric)}")
         from .. import io  # late: it loads torch, which only the written files need
 
-        grid = group(rows, args.metric, by=args.by, seed_key=args.seed_key, names=names or None)
         io.write_json(args.summary, {"commit": args.commit, "metric": args.metric[0],
                                      **summarise_grid(grid, seed_key=args.seed_key)})
     if args.readme:
