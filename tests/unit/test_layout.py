@@ -17,6 +17,7 @@ ALLOWED = {
     ("runner.py", "run_stage", "sys.argv"): "the stages' and commands' shared entry-point wrapper: `--traceback` and "
                                             "the program name of its `done in` line",
     ("params.py", "validate", "params.yaml"): "the default name of the mapping in error messages; nothing is read",
+    ("params.py", "parse", "params.yaml"): "the default name of the text in error messages; the caller reads the file",
 }
 
 
