@@ -689,6 +689,19 @@ def pytest_make_collect_report(collector):
     return report
 
 
+def pytest_sessionfinish(session) -> None:
+    # An xdist worker hands its timings to the controller, which prints them (pytest_testnodedown below).
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["timings"] = dict(TIMINGS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    for name, seconds in getattr(node, "workeroutput", {}).get("timings", {}).items():
+        key = name if name not in TIMINGS else f"{name} ({node.gateway.id})"
+        TIMINGS[key] = seconds
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     if TIMINGS:
         terminalreporter.section("pipeline test timings")

@@ -419,7 +419,6 @@ def study_figures(*, x: torch.Tensor, y: torch.Tensor, y_train: torch.Tensor, no
     psnr = float(noise.psnr(noisy[i:i + 1], x[i:i + 1])[0])
     embedded = {name: tsne_embed(imgs[:k], perplexity=perplexity, seed=seed, n_jobs=tsne_threads, method=tsne_method)
                 for name, imgs in sets.items()}
-    grid = {"original": x, "noisy": noisy, "denoised": denoised}
     return {
         "label_distribution": label_distribution(y_train, **named),
         "samples": sample_grid(x[:n_samples], y[:n_samples], title="Test images", **named),
@@ -427,7 +426,8 @@ def study_figures(*, x: torch.Tensor, y: torch.Tensor, y_train: torch.Tensor, no
         "feature_maps_conv2": feature_maps(tuned, x[i], block=2, label=int(y[i]), **named),
         "misclassified": misclassified(x, worst, title="Tuned CNN: most confident errors", **named),
         "noisy_example": noisy_example(x[i], noisy[i], label=int(y[i]), psnr_db=psnr, **named),
-        "denoising": denoising_grid({r: s[:n_denoised] for r, s in grid.items()}, labels=y, **named),
+        "denoising": denoising_grid({"original" if r == "clean" else r: s[:n_denoised] for r, s in sets.items()},
+                                    labels=y, **named),
         "tsne": tsne_figure(embedded, y[:k], **named),
         "comparison": comparison(results, reference=reference, reference_label="clean-trained (tuned) model"),
         "confusion_matrices": confusion_matrices(confusions, **named),

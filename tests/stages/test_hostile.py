@@ -38,19 +38,25 @@ def _unchanged(helpers, repo: Path, paths, before: dict) -> None:
 
 
 def _popen(helpers, repo: Path, args: list[str], env: dict | None = None, **kwargs) -> subprocess.Popen:
+    # faulthandler: a process that outlives _wait_rusage's timeout gets SIGABRT and prints where every thread was.
+    env = {"PYTHONFAULTHANDLER": "1", **(env or {})}
     return subprocess.Popen([sys.executable, *args], cwd=repo, env=helpers.stage_env(repo, env),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs)
 
 
 def _wait_rusage(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, int]:
-    """Wait for `proc`; return (exit status, stderr, its own peak RSS in KiB) via os.wait4."""
-    timer = threading.Timer(timeout, proc.kill)
-    timer.start()
+    """Wait for `proc`; return (exit status, stderr, its own peak RSS in KiB) via os.wait4. Past `timeout`, the
+    process is aborted (its stderr then holds its threads' tracebacks, see `_popen`), and killed 10 s later."""
+    timers = [threading.Timer(timeout, proc.send_signal, args=(signal.SIGABRT,)),
+              threading.Timer(timeout + 10, proc.kill)]
+    for timer in timers:
+        timer.start()
     try:
         err = proc.stderr.read().decode()
         _, status, usage = os.wait4(proc.pid, 0)
     finally:
-        timer.cancel()
+        for timer in timers:
+            timer.cancel()
     proc.returncode = os.waitstatus_to_exitcode(status)
     return proc.returncode, err, usage.ru_maxrss
 
